@@ -1,0 +1,191 @@
+//! Host-side tensor values: a [`Shape`] plus dense little-endian row-major bytes.
+//!
+//! Used for constants in programs and for moving data to and from devices.
+
+use crate::dtype::DType;
+use crate::shape::Shape;
+use half::{bf16, f16};
+
+/// Element types that have a host representation.
+pub trait NativeType: Copy + 'static {
+    const DTYPE: DType;
+    fn write_le(self, out: &mut Vec<u8>);
+    fn read_le(bytes: &[u8]) -> Self;
+}
+
+macro_rules! native {
+    ($t:ty, $d:expr) => {
+        impl NativeType for $t {
+            const DTYPE: DType = $d;
+            fn write_le(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+            fn read_le(bytes: &[u8]) -> Self {
+                <$t>::from_le_bytes(bytes.try_into().expect("slice length checked by caller"))
+            }
+        }
+    };
+}
+native!(i32, DType::S32);
+native!(i64, DType::S64);
+native!(u32, DType::U32);
+native!(u64, DType::U64);
+native!(f32, DType::F32);
+native!(f64, DType::F64);
+native!(f16, DType::F16);
+native!(bf16, DType::Bf16);
+
+impl NativeType for bool {
+    const DTYPE: DType = DType::Pred;
+    fn write_le(self, out: &mut Vec<u8>) {
+        out.push(self as u8);
+    }
+    fn read_le(bytes: &[u8]) -> Self {
+        bytes[0] != 0
+    }
+}
+
+/// Why a literal could not be made or read.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum LiteralError {
+    #[error("literal of shape {shape} needs {expected} elements, got {got}")]
+    ElementCount {
+        shape: Shape,
+        expected: i64,
+        got: usize,
+    },
+    #[error("literal of shape {shape} needs {expected} bytes, got {got}")]
+    ByteCount {
+        shape: Shape,
+        expected: usize,
+        got: usize,
+    },
+    #[error("literal has element type {actual}, asked for {asked}")]
+    DType { actual: DType, asked: DType },
+}
+
+/// A dense host tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Literal {
+    shape: Shape,
+    bytes: Vec<u8>,
+}
+
+impl Literal {
+    /// From typed values in row-major order.
+    pub fn from_slice<T: NativeType>(dims: &[i64], values: &[T]) -> Result<Literal, LiteralError> {
+        let shape = Shape::new(T::DTYPE, dims.to_vec());
+        if shape.element_count() != values.len() as i64 {
+            return Err(LiteralError::ElementCount {
+                expected: shape.element_count(),
+                got: values.len(),
+                shape,
+            });
+        }
+        let mut bytes = Vec::with_capacity(shape.size_in_bytes());
+        for v in values {
+            v.write_le(&mut bytes);
+        }
+        Ok(Literal { shape, bytes })
+    }
+
+    pub fn scalar<T: NativeType>(value: T) -> Literal {
+        let mut bytes = Vec::new();
+        value.write_le(&mut bytes);
+        Literal {
+            shape: Shape::scalar(T::DTYPE),
+            bytes,
+        }
+    }
+
+    /// From raw little-endian bytes (e.g. read from a safetensors file).
+    pub fn from_bytes(shape: Shape, bytes: Vec<u8>) -> Result<Literal, LiteralError> {
+        if bytes.len() != shape.size_in_bytes() {
+            return Err(LiteralError::ByteCount {
+                expected: shape.size_in_bytes(),
+                got: bytes.len(),
+                shape,
+            });
+        }
+        Ok(Literal { shape, bytes })
+    }
+
+    /// All-zero literal of a shape.
+    pub fn zeros(shape: Shape) -> Literal {
+        let bytes = vec![0u8; shape.size_in_bytes()];
+        Literal { shape, bytes }
+    }
+
+    pub fn shape(&self) -> &Shape {
+        &self.shape
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.shape.dtype
+    }
+
+    pub fn dims(&self) -> &[i64] {
+        &self.shape.dims
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// Typed copy of the elements; the element type must match exactly.
+    pub fn to_vec<T: NativeType>(&self) -> Result<Vec<T>, LiteralError> {
+        if self.shape.dtype != T::DTYPE {
+            return Err(LiteralError::DType {
+                actual: self.shape.dtype,
+                asked: T::DTYPE,
+            });
+        }
+        let w = T::DTYPE.size_in_bytes();
+        Ok(self.bytes.chunks_exact(w).map(T::read_le).collect())
+    }
+
+    /// The elements converted to f64, whatever the element type (for comparisons in tests
+    /// and for printing).
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        let w = self.shape.dtype.size_in_bytes();
+        self.bytes
+            .chunks_exact(w)
+            .map(|b| match self.shape.dtype {
+                DType::Pred => (b[0] != 0) as u8 as f64,
+                DType::S32 => i32::read_le(b) as f64,
+                DType::S64 => i64::read_le(b) as f64,
+                DType::U32 => u32::read_le(b) as f64,
+                DType::U64 => u64::read_le(b) as f64,
+                DType::F16 => f16::read_le(b).to_f64(),
+                DType::Bf16 => bf16::read_le(b).to_f64(),
+                DType::F32 => f32::read_le(b) as f64,
+                DType::F64 => f64::read_le(b),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_typed_values() {
+        let l = Literal::from_slice(&[2, 2], &[1.0f32, 2.0, 3.0, -4.5]).unwrap();
+        assert_eq!(l.shape().mlir_type(), "tensor<2x2xf32>");
+        assert_eq!(l.to_vec::<f32>().unwrap(), vec![1.0, 2.0, 3.0, -4.5]);
+        assert!(l.to_vec::<i32>().is_err());
+        let b = Literal::from_slice(&[3], &[bf16::from_f32(1.5); 3]).unwrap();
+        assert_eq!(b.to_f64_vec(), vec![1.5; 3]);
+    }
+
+    #[test]
+    fn rejects_wrong_sizes() {
+        assert!(Literal::from_slice(&[2, 3], &[1i32; 5]).is_err());
+        assert!(Literal::from_bytes(Shape::new(DType::F32, [2]), vec![0; 7]).is_err());
+    }
+}

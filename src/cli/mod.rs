@@ -1,0 +1,54 @@
+//! Command-line interface: argument definitions and dispatch. One module per subcommand.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+pub mod bench;
+pub mod devices;
+pub mod tokenize;
+pub mod vocab;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "gptsan",
+    version,
+    about = "GPTSAN Japanese Switch Transformer on XLA"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show the PJRT plugin in use, its devices, and why other plugins were skipped.
+    Devices(devices::Args),
+    /// Encode text to token ids or decode ids to text with the SWE tokenizer.
+    #[command(subcommand)]
+    Tokenize(tokenize::Command),
+    /// Build a vocabulary from a corpus.
+    #[command(subcommand)]
+    Vocab(vocab::Command),
+    /// Benchmarks (tokenizer, ...).
+    #[command(subcommand)]
+    Bench(bench::Command),
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Devices(args) => devices::run(args),
+        Command::Tokenize(cmd) => tokenize::run(cmd),
+        Command::Vocab(cmd) => vocab::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd),
+    }
+}
+
+/// Logs go to stderr through `tracing`; `RUST_LOG` selects the level (default: warn).
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,5 @@
+//! gptsan: GPTSAN, the Japanese Switch-Transformer language model, rebuilt in Rust as an
+//! XLA compiler frontend. The model is described with the `hlo` builder, differentiated by
+//! its autodiff, lowered to StableHLO and run through PJRT plugins by `runtime`.
+
+pub mod cli;
