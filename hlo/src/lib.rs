@@ -1,13 +1,23 @@
 //! `hlo`: a small, general tensor compiler. It knows nothing of GPTSAN.
 //!
-//! A program is built with a [`builder`], differentiated in reverse mode by [`autodiff`],
+//! A program is built with a [`builder::Builder`] (shape inference on every op, errors
+//! carrying the caller's source location), differentiated in reverse mode by `autodiff`,
 //! annotated with [`sharding`] over a device mesh, and emitted as StableHLO MLIR text by
-//! [`emit`]. The `runtime` crate compiles and runs that text through PJRT.
+//! `emit`. The `runtime` crate compiles and runs that text through PJRT.
 
+pub mod builder;
 pub mod dtype;
+pub mod error;
+pub mod ir;
 pub mod literal;
 pub mod shape;
+pub mod shape_inference;
+pub mod sharding;
 
+pub use builder::{Builder, Tensor};
 pub use dtype::DType;
+pub use error::BuildError;
+pub use ir::Function;
 pub use literal::{Literal, NativeType};
 pub use shape::Shape;
+pub use sharding::{Mesh, PartitionSpec};

@@ -110,6 +110,22 @@ impl Literal {
         Ok(Literal { shape, bytes })
     }
 
+    /// A scalar of any element type from an f64 value (rounded/truncated as `as` does;
+    /// pred is `v != 0`).
+    pub fn scalar_from_f64(value: f64, dtype: DType) -> Literal {
+        match dtype {
+            DType::Pred => Literal::scalar(value != 0.0),
+            DType::S32 => Literal::scalar(value as i32),
+            DType::S64 => Literal::scalar(value as i64),
+            DType::U32 => Literal::scalar(value as u32),
+            DType::U64 => Literal::scalar(value as u64),
+            DType::F16 => Literal::scalar(f16::from_f64(value)),
+            DType::Bf16 => Literal::scalar(bf16::from_f64(value)),
+            DType::F32 => Literal::scalar(value as f32),
+            DType::F64 => Literal::scalar(value),
+        }
+    }
+
     /// All-zero literal of a shape.
     pub fn zeros(shape: Shape) -> Literal {
         let bytes = vec![0u8; shape.size_in_bytes()];
