@@ -1,6 +1,7 @@
 //! The GPTSAN model: configuration, parameters, the graph, losses and checkpoints.
 
 pub mod attention;
+pub mod checkpoint;
 pub mod config;
 pub mod gptsan;
 pub mod loss;
