@@ -77,6 +77,9 @@ pub struct Batch {
     pub prefix: Tensor,
     /// `[B, S]` f32 spout vector, for models with a spout.
     pub spout: Option<Tensor>,
+    /// Padding takes expert slots like any token (the reference port's behaviour);
+    /// false lets a padded row route exactly as it would alone.
+    pub pads_take_capacity: bool,
 }
 
 /// Everything a forward pass can report.
@@ -129,6 +132,101 @@ pub fn spout_past(cfg: &ModelConfig, p: &Params, spout: &Tensor) -> Vec<(Tensor,
 /// multiplier per switch layer.
 pub type Jitter = Vec<Tensor>;
 
+/// The attention weights of layer `layer`.
+pub fn attention_weights<'a>(p: &'a Params, layer: i64) -> AttentionWeights<'a> {
+    let pre = block_prefix(layer);
+    AttentionWeights {
+        q: p.get(&format!("{pre}.self_attn.self_attn.q_proj.weight")),
+        k: p.get(&format!("{pre}.self_attn.self_attn.k_proj.weight")),
+        v: p.get(&format!("{pre}.self_attn.self_attn.v_proj.weight")),
+        out: p.get(&format!("{pre}.self_attn.self_attn.out_proj.weight")),
+    }
+}
+
+/// `x + LayerNorm(h)` with the norm of sub-layer `which` (`self_attn` or `feed_forward`).
+pub fn add_norm(
+    cfg: &ModelConfig,
+    p: &Params,
+    layer: i64,
+    which: &str,
+    x: &Tensor,
+    h: &Tensor,
+) -> Tensor {
+    let pre = block_prefix(layer);
+    let n = layer_norm(
+        h,
+        p.get(&format!("{pre}.{which}.norm.weight")),
+        p.get(&format!("{pre}.{which}.norm.bias")),
+        cfg.layer_norm_eps,
+    );
+    x.add(&n)
+}
+
+/// The feed-forward half of layer `layer`: Switch FFN + soft bypass, or the ext layers'
+/// dense FFN. Returns the branch output (before its norm) and the router's outputs.
+pub fn feed_forward(
+    cfg: &ModelConfig,
+    p: &Params,
+    layer: i64,
+    x: &Tensor,
+    training: bool,
+    jitter: Option<&Tensor>,
+    routed: Option<&Tensor>,
+) -> (Tensor, Option<SwitchOutput>) {
+    let pre = block_prefix(layer);
+    if layer >= cfg.num_switch_layers {
+        let h = linear_bias(
+            x,
+            p.get(&format!("{pre}.feed_forward.mlp.wi.weight")),
+            p.get(&format!("{pre}.feed_forward.mlp.wi.bias")),
+        )
+        .swish();
+        let out = linear_bias(
+            &h,
+            p.get(&format!("{pre}.feed_forward.mlp.wo.weight")),
+            p.get(&format!("{pre}.feed_forward.mlp.wo.bias")),
+        );
+        return (out, None);
+    }
+    let sw = SwitchWeights {
+        router: p.get(&format!("{pre}.feed_forward.mlp.router.classifier.weight")),
+        wi: p.get(&format!("{pre}.feed_forward.mlp.experts.wi.weight")),
+        wo: p.get(&format!("{pre}.feed_forward.mlp.experts.wo.weight")),
+    };
+    let routed_out = switch_ffn(x, &sw, &cfg.router, training, jitter, routed);
+    let bypass = linear(
+        x,
+        p.get(&format!("{pre}.feed_forward.soft_bypass_mlp.weight")),
+    )
+    .tanh();
+    (routed_out.out.add(&bypass), Some(routed_out))
+}
+
+/// Token plus position embeddings `[B, T, d]`.
+pub fn embed(p: &Params, ids: &Tensor, positions: &Tensor) -> Tensor {
+    let wte = p.get("model.embed_tokens.weight");
+    wte.take_rows(ids).add(
+        &p.get("model.position_embeddings.weight")
+            .take_rows(positions),
+    )
+}
+
+/// The extra position embeddings added before the first ext layer.
+pub fn extra_positions(p: &Params, positions: &Tensor) -> Tensor {
+    p.get("model.extra_position_embeddings.weight")
+        .take_rows(positions)
+}
+
+/// `swish(x W_lp + b_lp)`, the last hidden state.
+pub fn last_project(p: &Params, x: &Tensor) -> Tensor {
+    linear_bias(
+        x,
+        p.get("model.last_project.weight"),
+        p.get("model.last_project.bias"),
+    )
+    .swish()
+}
+
 /// The whole forward pass.
 pub fn forward(
     cfg: &ModelConfig,
@@ -139,101 +237,57 @@ pub fn forward(
 ) -> ModelOutput {
     let bld = batch.input_ids.builder().clone();
     let (bsz, t) = (batch.input_ids.dims()[0], batch.input_ids.dims()[1]);
-    let wte = p.get("model.embed_tokens.weight");
-    let mut x = wte.take_rows(&batch.input_ids).add(
-        &p.get("model.position_embeddings.weight")
-            .take_rows(&batch.positions),
-    );
+    let mut x = embed(p, &batch.input_ids, &batch.positions);
 
     let past: Option<Vec<(Tensor, Tensor)>> = batch.spout.as_ref().map(|s| spout_past(cfg, p, s));
-    let num_past = if past.is_some() { 1 } else { 0 };
+    let num_past = past.is_some() as i64;
     let past_valid = bld.splat(1.0, &Shape::new(DType::Pred, vec![bsz, num_past]));
     let past_prefix = bld.splat(0.0, &Shape::new(DType::Pred, vec![bsz, num_past]));
     let key_valid = bld.concatenate(&[past_valid, batch.valid.clone()], 1);
     let key_prefix = bld.concatenate(&[past_prefix, batch.prefix.clone()], 1);
     let offset = bld.scalar(num_past as f64, DType::S32);
     let mask = prefix_lm_mask(&key_valid, &key_prefix, t, &offset);
+    let routed = (!batch.pads_take_capacity).then_some(&batch.valid);
 
-    let mut hidden_states = Vec::new();
+    let mut hidden_states: Vec<Tensor> = Vec::new();
     let mut block_outputs = Vec::new();
     let mut routers = Vec::new();
     let mut presents = Vec::new();
     for layer in 0..cfg.num_layers() {
-        let pre = block_prefix(layer);
-        let ext = layer >= cfg.num_switch_layers;
-        if ext && layer == cfg.num_switch_layers {
-            let ete = p
-                .get("model.extra_position_embeddings.weight")
-                .take_rows(&batch.positions);
-            x = x.add(&ete);
+        if layer == cfg.num_switch_layers && cfg.num_ext_layers > 0 {
+            x = x.add(&extra_positions(p, &batch.positions));
             if let Some(last) = hidden_states.last_mut() {
                 *last = x.clone(); // the reference adds in place into the stored tensor
             }
         }
-        let attn_w = AttentionWeights {
-            q: p.get(&format!("{pre}.self_attn.self_attn.q_proj.weight")),
-            k: p.get(&format!("{pre}.self_attn.self_attn.k_proj.weight")),
-            v: p.get(&format!("{pre}.self_attn.self_attn.v_proj.weight")),
-            out: p.get(&format!("{pre}.self_attn.self_attn.out_proj.weight")),
-        };
         let layer_past = past
             .as_ref()
             .map(|v| (&v[layer as usize].0, &v[layer as usize].1));
-        let attn = self_attention(&x, &attn_w, cfg.num_heads, layer_past, &mask);
-        let norm = |name: &str, h: &Tensor| {
-            layer_norm(
-                h,
-                p.get(&format!("{pre}.{name}.norm.weight")),
-                p.get(&format!("{pre}.{name}.norm.bias")),
-                cfg.layer_norm_eps,
-            )
-        };
-        x = x.add(&norm("self_attn", &attn.out));
+        let attn = self_attention(
+            &x,
+            &attention_weights(p, layer),
+            cfg.num_heads,
+            layer_past,
+            &mask,
+        );
+        x = add_norm(cfg, p, layer, "self_attn", &x, &attn.out);
         presents.push((attn.keys, attn.values));
 
-        let ff = if ext {
-            let h = linear_bias(
-                &x,
-                p.get(&format!("{pre}.feed_forward.mlp.wi.weight")),
-                p.get(&format!("{pre}.feed_forward.mlp.wi.bias")),
-            )
-            .swish();
-            linear_bias(
-                &h,
-                p.get(&format!("{pre}.feed_forward.mlp.wo.weight")),
-                p.get(&format!("{pre}.feed_forward.mlp.wo.bias")),
-            )
-        } else {
-            let sw = SwitchWeights {
-                router: p.get(&format!("{pre}.feed_forward.mlp.router.classifier.weight")),
-                wi: p.get(&format!("{pre}.feed_forward.mlp.experts.wi.weight")),
-                wo: p.get(&format!("{pre}.feed_forward.mlp.experts.wo.weight")),
-            };
-            let j = jitter.map(|j| &j[layer as usize]);
-            let routed = switch_ffn(&x, &sw, &cfg.router, training, j);
-            let bypass = linear(
-                &x,
-                p.get(&format!("{pre}.feed_forward.soft_bypass_mlp.weight")),
-            )
-            .tanh();
-            let out = routed.out.add(&bypass);
-            routers.push(routed);
-            out
-        };
-        x = x.add(&norm("feed_forward", &ff));
+        let j = jitter.map(|j| &j[layer as usize]);
+        let (ff, router) = feed_forward(cfg, p, layer, &x, training, j, routed);
+        routers.extend(router);
+        x = add_norm(cfg, p, layer, "feed_forward", &x, &ff);
         hidden_states.push(x.clone());
         block_outputs.push(x.clone());
     }
 
-    let last_hidden = linear_bias(
-        &x,
-        p.get("model.last_project.weight"),
-        p.get("model.last_project.bias"),
-    )
-    .swish();
+    let last_hidden = last_project(p, &x);
     hidden_states.push(last_hidden.clone());
-    let logits = lm_head(&last_hidden, wte, p.get("final_logits_bias"));
-    let _ = bsz;
+    let logits = lm_head(
+        &last_hidden,
+        p.get("model.embed_tokens.weight"),
+        p.get("final_logits_bias"),
+    );
     ModelOutput {
         logits,
         last_hidden,
@@ -302,6 +356,7 @@ mod tests {
             valid,
             prefix,
             spout,
+            pads_take_capacity: false,
         };
         let out = forward(cfg, &p, &batch, false, None);
         assert_eq!(out.logits.dims(), &[2, 20, 300]);

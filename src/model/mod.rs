@@ -3,11 +3,14 @@
 pub mod attention;
 pub mod checkpoint;
 pub mod config;
+pub mod decode;
 pub mod gptsan;
+pub mod inputs;
 pub mod loss;
 pub mod mask;
 pub mod nn;
 pub mod params;
+
 pub mod switch_ffn;
 
 pub use config::{ModelConfig, RouterConfig, RoutingSemantics};

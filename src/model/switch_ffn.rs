@@ -65,13 +65,16 @@ fn grouping(
 }
 
 /// Routes `x [B, T, d]` through the experts. `jitter` is an optional `[B, T, d]` f32
-/// multiplier for the router input (training only).
+/// multiplier for the router input (training only). `routed` (`[B, T]` pred), when given,
+/// marks the tokens that take part in routing: the others (padding) neither take nor
+/// count towards expert slots. The reference port routes padding like any token.
 pub fn switch_ffn(
     x: &Tensor,
     w: &SwitchWeights,
     cfg: &RouterConfig,
     training: bool,
     jitter: Option<&Tensor>,
+    routed: Option<&Tensor>,
 ) -> SwitchOutput {
     let b = x.builder();
     let (batch, seq, d) = (x.dims()[0], x.dims()[1], x.dims()[2]);
@@ -86,7 +89,11 @@ pub fn switch_ffn(
     let top1 = probs.reduce_max(&[-1]);
 
     let (groups, n, cap) = grouping(cfg, batch, seq, e, training);
-    let onehot = expert.one_hot(e, DType::F32).reshape(&[groups, n, e]);
+    let mut onehot = expert.one_hot(e, DType::F32);
+    if let Some(r) = routed {
+        onehot = onehot.mul(&r.convert(DType::F32).expand_dim(-1));
+    }
+    let onehot = onehot.reshape(&[groups, n, e]);
     // Position of each token in its expert's queue: an inclusive cumulative count over
     // the group, as a lower-triangular matmul.
     let rows = b.iota(&Shape::new(DType::S32, vec![n, n]), 0);
