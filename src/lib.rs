@@ -3,4 +3,6 @@
 //! its autodiff, lowered to StableHLO and run through PJRT plugins by `runtime`.
 
 pub mod cli;
+pub mod data;
 pub mod model;
+pub mod train;

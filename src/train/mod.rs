@@ -1,0 +1,3 @@
+//! Training: optimizers, schedules and the compiled train step.
+
+pub mod optimizer;
