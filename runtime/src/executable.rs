@@ -335,6 +335,15 @@ impl Executable {
                     )));
                 }
                 b.ensure_live(&format!("argument {i} of {}", self.name))?;
+                let on = b.device_id()?;
+                let want_dev = self.devices[d].info.id;
+                if on != want_dev {
+                    return Err(Error::invalid(format!(
+                        "argument {i} for device {want_dev} of {} lives on device {on}; upload it to device index {:?}",
+                        self.name,
+                        self.client.addressable.iter().position(|a| a.info.id == want_dev)
+                    )));
+                }
                 if let Some(want) = &self.param_dtypes {
                     let got = b.dtype()?;
                     if got != want[i] {

@@ -198,12 +198,12 @@ fn backend_trait_runs_a_program() {
         buf.device_id().unwrap(),
         client().addressable_devices()[3].id
     );
-    let out = backend.execute(&exe, &[vec![&buf]]);
-    // The executable was compiled for the default device; a buffer on device 3 is either
-    // moved by the plugin or refused, never a crash. Either way the data must stay intact.
-    if let Ok(out) = out {
-        assert_eq!(backend.download(&out[0][0]).unwrap(), lit);
-    }
+    // The executable runs on the first device: a buffer elsewhere is refused in Rust.
+    let err = backend.execute(&exe, &[vec![&buf]]).unwrap_err();
+    assert!(err.to_string().contains("lives on device"), "{err}");
+    let here = backend.upload(&lit, exe.device_indices()[0]).unwrap();
+    let out = backend.execute(&exe, &[vec![&here]]).unwrap();
+    assert_eq!(backend.download(&out[0][0]).unwrap(), lit);
     assert_eq!(backend.download(&buf).unwrap(), lit);
 }
 
