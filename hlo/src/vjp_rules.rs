@@ -476,7 +476,11 @@ fn clamped_indices(b: &Builder, x: &Tensor, idx: &Tensor, d: &GatherDims) -> Ten
 }
 
 fn gather_vjp(b: &Builder, g: &Tensor, x: &Tensor, idx: &Tensor, d: &GatherDims) -> Tensor {
-    let idx = clamped_indices(b, x, idx, d);
+    let idx = if d.start_index_map.is_empty() {
+        idx.clone()
+    } else {
+        clamped_indices(b, x, idx, d)
+    };
     b.zeros(x.shape()).scatter_add(
         &idx,
         g,
