@@ -23,7 +23,7 @@ fn independent_wrt_gets_zeros_without_differentiating_anything() {
     let y = b.parameter("y", Shape::new(DType::F64, [3]));
     let loss = y.tanh().exp().sum_all();
     let before = b.num_nodes();
-    let g = grad(&loss, &[x.clone()]).unwrap();
+    let g = grad(&loss, std::slice::from_ref(&x)).unwrap();
     // Only grad's seed (a scalar 1) and the zeros (a scalar 0 and its broadcast).
     assert!(
         b.num_nodes() - before <= 3,
@@ -49,7 +49,7 @@ fn unrelated_branches_are_not_differentiated() {
     let branch_end = b.num_nodes();
     let loss = fx.add(&gy);
     let before = b.num_nodes();
-    let g = grad(&loss, &[x.clone()]).unwrap();
+    let g = grad(&loss, std::slice::from_ref(&x)).unwrap();
     for id in before..b.num_nodes() {
         for v in b.node(id).operands {
             assert!(
@@ -93,7 +93,7 @@ fn integer_paths_carry_no_gradient() {
     let logits = b.parameter("logits", Shape::new(DType::F64, [2, 3]));
     let onehot = logits.argmax(1).one_hot(3, DType::F64);
     let loss = onehot.mul(&logits).sum_all();
-    let g = grad(&loss, &[logits.clone()]).unwrap();
+    let g = grad(&loss, std::slice::from_ref(&logits)).unwrap();
     let out = eval1(
         &b,
         &[&g[0]],
@@ -115,7 +115,7 @@ fn ties_are_split_evenly() {
     let cl = x.clamp(&lo, &hi).sum_all();
     let gmax = grad(&mx, &[x.clone(), y.clone()]).unwrap();
     let gmin = grad(&mn, &[x.clone(), y.clone()]).unwrap();
-    let gr = grad(&rmax, &[x.clone()]).unwrap();
+    let gr = grad(&rmax, std::slice::from_ref(&x)).unwrap();
     let gc = grad(&cl, &[lo.clone(), x.clone(), hi.clone()]).unwrap();
     let xs = f64s(&[4], &[1.0, 0.0, 3.0, 3.0]);
     let ys = f64s(&[4], &[1.0, 2.0, 0.0, 5.0]);
@@ -146,7 +146,7 @@ fn missing_rule_names_the_op() {
     let b = Builder::new("f");
     let x = b.parameter("x", Shape::new(DType::F64, [2]));
     let loss = x.rem(&b.scalar(0.7, DType::F64)).sum_all();
-    let err = grad(&loss, &[x.clone()]).unwrap_err();
+    let err = grad(&loss, std::slice::from_ref(&x)).unwrap_err();
     assert!(matches!(
         err,
         AutodiffError::MissingRule {
@@ -172,21 +172,21 @@ fn bad_calls_are_errors_not_panics() {
     let b = Builder::new("f");
     let x = b.parameter("x", Shape::new(DType::F64, [2]));
     assert!(matches!(
-        grad(&x, &[x.clone()]),
+        grad(&x, std::slice::from_ref(&x)),
         Err(AutodiffError::NotScalarLoss(_))
     ));
     let n = b.parameter("n", Shape::new(DType::S32, []));
     assert!(matches!(
-        grad(&n, &[x.clone()]),
+        grad(&n, std::slice::from_ref(&x)),
         Err(AutodiffError::NotScalarLoss(_))
     ));
     let ct = b.zeros(&Shape::new(DType::F64, [3]));
     assert!(matches!(
-        vjp(&[x.clone()], &[ct], &[x.clone()]),
+        vjp(std::slice::from_ref(&x), &[ct], std::slice::from_ref(&x)),
         Err(AutodiffError::CotangentType { index: 0, .. })
     ));
     assert!(matches!(
-        vjp(&[x.clone()], &[], &[x.clone()]),
+        vjp(std::slice::from_ref(&x), &[], std::slice::from_ref(&x)),
         Err(AutodiffError::CotangentCount {
             outputs: 1,
             cotangents: 0
@@ -234,4 +234,54 @@ fn grad_function_appends_named_gradients() {
         .nodes
         .iter()
         .all(|n| !matches!(n.op, Op::Parameter { index } if index > 1)));
+}
+
+#[test]
+fn mixed_precision_gradients_keep_each_values_type() {
+    // f32 master weights, bf16 compute: the gradient comes back as f32.
+    let b = Builder::new("mixed");
+    let w = b.parameter("w", Shape::new(DType::F32, [3]));
+    let loss = w.convert(DType::Bf16).tanh().convert(DType::F32).sum_all();
+    let g = grad(&loss, std::slice::from_ref(&w)).unwrap();
+    assert_eq!(g[0].dtype(), DType::F32);
+    let f = b.build(&[&g[0]]).unwrap();
+    let xs = [0.25f32, -0.5, 1.0];
+    let out = hlo::evaluate(&f, &[hlo::Literal::from_slice(&[3], &xs).unwrap()]).unwrap();
+    let want: Vec<f64> = xs
+        .iter()
+        .map(|&x| 1.0 - (x as f64).tanh().powi(2))
+        .collect();
+    // bf16 has 8 mantissa bits: agree to about 1%.
+    assert_close(&out[0].to_f64_vec(), &want, 1e-2, "bf16 tanh gradient");
+}
+
+#[test]
+fn random_jitter_is_a_constant_for_autodiff() {
+    // Router input jitter: x * U(0.99, 1.01). The noise carries no gradient; x's gradient
+    // is the noise itself.
+    let b = Builder::new("jitter");
+    let x = b.parameter("x", Shape::new(DType::F32, [4]));
+    let state = b.parameter("rng", Shape::new(DType::U64, [2]));
+    let (_, noise) = b.uniform(&state, &[4], 0.99, 1.01);
+    let loss = x.mul(&noise).sum_all();
+    let before = b.num_nodes();
+    let g = grad(&loss, std::slice::from_ref(&x)).unwrap();
+    let f = b.build(&[&g[0]]).unwrap();
+    // d(x * noise)/dx = noise: the multiply's rule reads the noise node, and no gradient
+    // node reads anything inside the generator (between the state and the noise).
+    let (state_node, noise_node) = (state.value().node, noise.value().node);
+    let new_nodes = &f.nodes[before..];
+    assert!(new_nodes
+        .iter()
+        .any(|n| n.operands.iter().any(|v| v.node == noise_node)));
+    for n in new_nodes {
+        assert!(!matches!(n.op, Op::RngBitGenerator { .. }));
+        for v in &n.operands {
+            assert!(
+                !(state_node..noise_node).contains(&v.node),
+                "reads generator internals: {:?}",
+                n.op
+            );
+        }
+    }
 }

@@ -144,7 +144,7 @@ fn sort_is_stable_and_carries_other_operands() {
     let b = Builder::new("f");
     let keys = b.array(&[2, 3], &[3.0f64, 1.0, 3.0, 0.0, 5.0, 5.0]);
     let (vals, idx) = keys.top_k(3);
-    let asc = b.sort(&[keys.clone()], 1, false);
+    let asc = b.sort(std::slice::from_ref(&keys), 1, false);
     let out = run(&b, &[&vals, &idx, &asc[0]], &[]);
     assert_eq!(out[0], vec![3.0, 3.0, 1.0, 5.0, 5.0, 0.0]);
     assert_eq!(out[1], vec![0.0, 2.0, 1.0, 1.0, 2.0, 0.0]);
@@ -234,4 +234,27 @@ fn argument_and_unsupported_errors_are_clear() {
         ),
         "{err}"
     );
+}
+
+#[test]
+fn logical_ops_powers_and_remaining_types() {
+    let b = Builder::new("f");
+    let p = b.array(&[4], &[true, false, true, false]);
+    let q = b.array(&[4], &[true, true, false, false]);
+    let all = p.reduce_and(&[0]);
+    let any = p.or(&q).reduce_or(&[0]);
+    let x = p.xor(&q).convert(DType::S64);
+    let i = b.array(&[3], &[2i64, -3, 5]);
+    let pw = i.pow(&b.array(&[3], &[10i64, 3, -1]));
+    let fr = b
+        .array(&[2], &[5.5f64, -5.5])
+        .rem(&b.scalar(2.0, DType::F64).broadcast_to(&[2]));
+    let u = b.array(&[3], &[5u64, 1, 9]).reduce_max(&[0]);
+    let out = run(&b, &[&all, &any, &x, &pw, &fr, &u], &[]);
+    assert_eq!(out[0], vec![0.0]);
+    assert_eq!(out[1], vec![1.0]);
+    assert_eq!(out[2], vec![0.0, 1.0, 1.0, 0.0]);
+    assert_eq!(out[3], vec![1024.0, -27.0, 0.0]);
+    assert_eq!(out[4], vec![1.5, -1.5]);
+    assert_eq!(out[5], vec![9.0]);
 }

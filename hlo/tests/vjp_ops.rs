@@ -369,7 +369,7 @@ fn convert_sharding_constraint_and_stop_gradient() {
     let b = Builder::new("convert");
     let x = b.parameter("x", Shape::new(DType::F64, [3]));
     let y = x.convert(DType::F32).mul_scalar(3.0).convert(DType::F64);
-    let g = hlo::grad(&y.sum_all(), &[x.clone()]).unwrap();
+    let g = hlo::grad(&y.sum_all(), std::slice::from_ref(&x)).unwrap();
     assert_eq!(g[0].dtype(), DType::F64);
     let f = b.build(&[&g[0]]).unwrap();
     let out = hlo::evaluate(&f, &[f64s(&[3], &[1.0, 2.0, 3.0])]).unwrap();
@@ -381,7 +381,7 @@ fn convert_sharding_constraint_and_stop_gradient() {
     let spec = hlo::PartitionSpec::new(&[None, Some("model")]);
     let y = x.with_sharding(spec.clone()).square().sum_all();
     let before = b.num_nodes();
-    let g = hlo::grad(&y, &[x.clone()]).unwrap();
+    let g = hlo::grad(&y, std::slice::from_ref(&x)).unwrap();
     let constrained = (before..b.num_nodes())
         .filter(|&i| b.node(i).op == hlo::ir::Op::ShardingConstraint { spec: spec.clone() })
         .count();
@@ -405,7 +405,7 @@ fn convert_sharding_constraint_and_stop_gradient() {
     let b = Builder::new("stop_gradient");
     let x = b.parameter("x", Shape::new(DType::F64, [3]));
     let y = x.mul(&x.stop_gradient()).sum_all();
-    let g = hlo::grad(&y, &[x.clone()]).unwrap();
+    let g = hlo::grad(&y, std::slice::from_ref(&x)).unwrap();
     let f = b.build(&[&g[0]]).unwrap();
     let out = hlo::evaluate(&f, &[f64s(&[3], &[1.5, -2.0, 0.25])]).unwrap();
     assert_eq!(out[0].to_f64_vec(), vec![1.5, -2.0, 0.25]);
