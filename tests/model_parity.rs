@@ -95,3 +95,52 @@ pub fn check_forward_cases(run: &Runner) {
 fn forward_cases_match_the_reference_on_the_interpreter() {
     check_forward_cases(&|f, args| hlo::interpret::evaluate(f, args).expect("interpreter runs"));
 }
+
+/// Gradients of the port's loss for the `train_plain` / `train_spout` cases.
+pub fn check_gradients(run: &Runner, train_case: &str, source_case: &str) {
+    let (cfg, params) = load_model_dir(&common::hf_tiny()).unwrap();
+    let cases = read_safetensors(&common::hf_tiny().join("cases.safetensors")).unwrap();
+    let (batch, labels) = host_batch(&cases, source_case);
+    let positions = batch.positions(cfg.context, PositionRule::Reference);
+    let shape = ForwardShape {
+        batch: 2,
+        len: 20,
+        spout: batch.spout.is_some(),
+        grads: true,
+    };
+    let f = forward_program(&cfg, shape).unwrap();
+    let out = run(
+        &f,
+        &forward_args(&params, &batch, &positions, &labels).unwrap(),
+    );
+    let names: Vec<String> = f.outputs.iter().map(|o| o.name.clone().unwrap()).collect();
+    let grads: Vec<Literal> = names
+        .iter()
+        .zip(&out)
+        .filter(|(n, _)| n.starts_with("grad.model") || *n == "grad.final_logits_bias")
+        .map(|(_, l)| l.clone())
+        .collect();
+    let port = gptsan::model::checkpoint::tensors_for_save(&cfg, &grads);
+    let mut checked = 0;
+    for (name, ours) in &port {
+        if let Some(expected) = cases.get(&format!("{train_case}/grad.{name}")) {
+            let diff = max_abs_diff(ours, expected);
+            assert!(diff <= 1e-4, "{train_case}: grad.{name} differs by {diff}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} gradients compared");
+    let loss = &out[names.iter().position(|n| n == "loss").unwrap()];
+    assert!(max_abs_diff(loss, &cases[&format!("{train_case}/loss")]) <= 1e-4);
+    let norm = &out[names.iter().position(|n| n == "grad_global_norm").unwrap()];
+    assert!(max_abs_diff(norm, &cases[&format!("{train_case}/grad_global_norm")]) <= 1e-4);
+}
+
+#[test]
+fn gradients_match_the_reference_on_the_interpreter() {
+    check_gradients(
+        &|f, args| hlo::interpret::evaluate(f, args).expect("interpreter runs"),
+        "train_plain",
+        "plain",
+    );
+}

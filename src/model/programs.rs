@@ -88,9 +88,13 @@ pub fn forward_program(cfg: &ModelConfig, shape: ForwardShape) -> Result<Functio
         let wrt = params.tensors();
         let grads = hlo::autodiff::grad(&loss, &wrt)
             .map_err(|e| anyhow!("differentiating the loss: {e}"))?;
+        // The norm covers what the port calls parameters: its `final_logits_bias` is a
+        // buffer, not a parameter, so it is left out (its gradient is still reported).
         let mut sq = b.scalar(0.0, DType::F32);
         for (name, g) in params.names().iter().zip(&grads) {
-            sq = sq.add(&g.square().sum_all());
+            if name != "final_logits_bias" {
+                sq = sq.add(&g.square().sum_all());
+            }
             named.push((format!("grad.{name}"), g.clone()));
         }
         named.push(("grad_global_norm".into(), sq.sqrt()));
