@@ -3,10 +3,11 @@
 //! A program is built with a [`builder::Builder`] (shape inference on every op, errors
 //! carrying the caller's source location), differentiated in reverse mode by `autodiff`,
 //! annotated with [`sharding`] over a device mesh, and emitted as StableHLO MLIR text by
-//! `emit`. The `runtime` crate compiles and runs that text through PJRT.
+//! [`emit`]. The `runtime` crate compiles and runs that text through PJRT.
 
 pub mod builder;
 pub mod dtype;
+pub mod emit;
 pub mod error;
 pub mod ir;
 pub mod literal;
@@ -16,6 +17,7 @@ pub mod sharding;
 
 pub use builder::{Builder, Tensor};
 pub use dtype::DType;
+pub use emit::{to_stablehlo, EmitError, EmitOptions, Partitioner};
 pub use error::BuildError;
 pub use ir::Function;
 pub use literal::{Literal, NativeType};
