@@ -1,2 +1,57 @@
 //! `runtime`: our own thin layer over the PJRT C API. It loads official OpenXLA plugins,
 //! compiles StableHLO text, moves buffers and runs executables on one or many devices.
+//!
+//! Start with [`Client::open`] (plugin discovery + client), or [`Client::from_plugin_path`].
+//! The rest of gptsan should only need the [`Backend`] trait. Module map:
+//!
+//! - [`plugin`]: finding (and installing) a plugin file, with the reasons for the choice.
+//! - [`ffi`]: `#[repr(C)]` declarations of the C API subset we call; `api` calls them safely.
+//! - [`client`]: client creation, options, devices.
+//! - [`buffer`]: host <-> device transfers.
+//! - [`options`]: compile options encoded as `xla.CompileOptionsProto`.
+//! - [`executable`]: compile, execute (single and multi-device, donation), serialize.
+//! - [`cache`]: the on-disk executable cache.
+//! - [`backend`]: the small trait the model code uses.
+
+mod api;
+pub mod backend;
+pub mod buffer;
+pub mod cache;
+pub mod client;
+pub mod error;
+pub mod executable;
+pub mod ffi;
+pub mod options;
+pub mod plugin;
+mod signature;
+
+pub use backend::Backend;
+pub use buffer::Buffer;
+pub use cache::{CacheStatus, ExecutableCache};
+pub use client::{Client, ClientOptions, DeviceInfo, OptionValue};
+pub use error::{Error, Result};
+pub use executable::{Executable, ExecuteOptions};
+pub use options::{CompileOptions, OptionOverride};
+pub use plugin::{Discovery, PluginKind, PluginRequest, SearchEnv};
+pub use signature::main_param_dtypes;
+
+/// Loads the plugin at `path` (once per process) and returns its PJRT C API version.
+pub fn plugin_api_version(path: &std::path::Path) -> Result<(i32, i32)> {
+    Ok(api::Api::load(path)?.version())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        assert_send_sync::<Client>();
+        assert_send_sync::<Buffer>();
+        assert_send_sync::<Executable>();
+        assert_send_sync::<ExecutableCache>();
+        assert_send_sync::<Box<dyn Backend>>();
+    }
+}

@@ -1,0 +1,45 @@
+//! Shared by the integration tests: one CPU client (4 virtual devices) per test process.
+//!
+//! The plugin is found like the binary finds it: `GPTSAN_PJRT_PLUGIN` if set, otherwise the
+//! CPU plugin from the installed Python packages or the gptsan cache (installed there with
+//! pip if missing, unless `GPTSAN_NO_PLUGIN_INSTALL=1`).
+
+#![allow(dead_code)]
+
+use runtime::{plugin, Client, ClientOptions, PluginKind, PluginRequest};
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+pub fn plugin_path() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let request = match PluginRequest::from_arg_or_env(None) {
+            PluginRequest::Auto => PluginRequest::Kind(PluginKind::Cpu),
+            explicit => explicit,
+        };
+        match plugin::discover(&request, &plugin::SearchEnv::detect()) {
+            Ok(d) => d.path,
+            Err(e) => panic!("the runtime tests need the PJRT CPU plugin: {e}"),
+        }
+    })
+    .clone()
+}
+
+/// The process-wide client with 4 CPU devices.
+pub fn client() -> &'static Client {
+    static CLIENT: OnceLock<Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        Client::from_plugin_path(&plugin_path(), &ClientOptions::cpu_devices(4))
+            .unwrap_or_else(|e| panic!("creating the PJRT client failed: {e}"))
+    })
+}
+
+pub fn assert_close(got: &[f64], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "lengths differ");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= tol,
+            "element {i}: got {g}, want {w} (tol {tol})"
+        );
+    }
+}
