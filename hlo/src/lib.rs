@@ -3,11 +3,12 @@
 //! A program is built with a [`builder::Builder`] (shape inference on every op, errors
 //! carrying the caller's source location), differentiated in reverse mode by `autodiff`,
 //! annotated with [`sharding`] over a device mesh, and emitted as StableHLO MLIR text by
-//! `emit`. The `runtime` crate compiles and runs that text through PJRT.
+//! [`emit`]. The `runtime` crate compiles and runs that text through PJRT.
 
 pub mod autodiff;
 pub mod builder;
 pub mod dtype;
+pub mod emit;
 pub mod error;
 pub mod interpret;
 pub mod ir;
@@ -20,6 +21,7 @@ pub mod vjp_rules;
 pub use autodiff::{grad, grad_function, vjp, vjp_function, AutodiffError};
 pub use builder::{Builder, Tensor};
 pub use dtype::DType;
+pub use emit::{to_stablehlo, EmitError, EmitOptions, Partitioner};
 pub use error::BuildError;
 pub use interpret::{evaluate, InterpretError};
 pub use ir::Function;
