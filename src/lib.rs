@@ -4,5 +4,6 @@
 
 pub mod cli;
 pub mod data;
+pub mod device;
 pub mod model;
 pub mod train;

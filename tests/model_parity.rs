@@ -144,3 +144,22 @@ fn gradients_match_the_reference_on_the_interpreter() {
         "plain",
     );
 }
+
+fn on_device(f: &hlo::Function, args: &[Literal]) -> Vec<Literal> {
+    let dev = gptsan::device::Device::shared().expect("PJRT CPU plugin");
+    dev.compile(f)
+        .expect("compiles")
+        .run_literals(args)
+        .expect("runs")
+}
+
+#[test]
+fn forward_cases_match_the_reference_on_the_cpu_plugin() {
+    check_forward_cases(&on_device);
+}
+
+#[test]
+fn gradients_match_the_reference_on_the_cpu_plugin() {
+    check_gradients(&on_device, "train_plain", "plain");
+    check_gradients(&on_device, "train_spout", "spout");
+}
