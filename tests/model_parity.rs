@@ -163,3 +163,117 @@ fn gradients_match_the_reference_on_the_cpu_plugin() {
     check_gradients(&on_device, "train_plain", "plain");
     check_gradients(&on_device, "train_spout", "spout");
 }
+
+/// One AdamW step configured as the fixture (lr 1e-3, betas 0.9/0.999, eps 1e-8, weight
+/// decay 0.01 on every parameter, as PyTorch's default group does) gives the fixture's
+/// parameters, and the loss on the same batch afterwards.
+fn check_adamw_step(train_case: &str, source_case: &str, frozen_extra: &[&str]) {
+    use gptsan::train::optimizer::OptimizerConfig;
+    use gptsan::train::step::{split_params, train_step_program, LossKind, StepSpec};
+    let (cfg, params) = load_model_dir(&common::hf_tiny()).unwrap();
+    let cases = read_safetensors(&common::hf_tiny().join("cases.safetensors")).unwrap();
+    let (batch, labels) = host_batch(&cases, source_case);
+    let positions = batch.positions(cfg.context, PositionRule::Reference);
+    // The port's final_logits_bias is a buffer; parameters without a gradient are skipped
+    // by torch's AdamW (no decay either).
+    let mut frozen = vec!["final_logits_bias".to_string()];
+    frozen.extend(frozen_extra.iter().map(|s| s.to_string()));
+    let spec = StepSpec {
+        batch: 2,
+        len: 20,
+        spout: batch.spout.is_some(),
+        optimizer: OptimizerConfig::Adamw {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        },
+        loss: LossKind::Plain,
+        clip_norm: 0.0,
+        decay_all: true,
+        training: false,
+        frozen: frozen.clone(),
+        mesh: None,
+    };
+    let f = train_step_program(&cfg, &spec).unwrap();
+    let (trainable, frozen_specs) = split_params(&cfg, &frozen);
+    let specs = gptsan::model::param_specs(&cfg);
+    let value = |name: &str| params[specs.iter().position(|s| s.name == name).unwrap()].clone();
+    let mut args: Vec<Literal> = trainable.iter().map(|s| value(&s.name)).collect();
+    args.extend(frozen_specs.iter().map(|s| value(&s.name)));
+    for s in &trainable {
+        for dims in spec.optimizer.state_dims(&s.dims) {
+            args.push(Literal::zeros(hlo::Shape::new(hlo::DType::F32, dims)));
+        }
+    }
+    args.push(Literal::scalar(1.0f32));
+    args.push(Literal::scalar(1e-3f32));
+    args.push(Literal::from_slice(&[2], &[0u64, 0]).unwrap());
+    let fwd = forward_args(&[], &batch, &positions, &labels).unwrap();
+    args.extend(fwd);
+    let out = on_device(&f, &args);
+    let loss = &out[f
+        .outputs
+        .iter()
+        .position(|o| o.name.as_deref() == Some("loss"))
+        .unwrap()];
+    assert!(max_abs_diff(loss, &cases[&format!("{train_case}/loss")]) <= 1e-4);
+
+    // Parameters after the step, in our order, then in the port's names.
+    let mut after: Vec<Literal> = Vec::new();
+    for s in &specs {
+        match trainable.iter().position(|t| t.name == s.name) {
+            Some(i) => after.push(out[i].clone()),
+            None => after.push(value(&s.name)),
+        }
+    }
+    let port = gptsan::model::checkpoint::tensors_for_save(&cfg, &after);
+    let mut checked = 0;
+    for (name, ours) in &port {
+        if let Some(expected) = cases.get(&format!("{train_case}/param_after_step.{name}")) {
+            let diff = max_abs_diff(ours, expected);
+            assert!(
+                diff <= 1e-4,
+                "{train_case}: {name} after the step differs by {diff}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} parameters compared");
+
+    let fwd_f = forward_program(
+        &cfg,
+        ForwardShape {
+            batch: 2,
+            len: 20,
+            spout: batch.spout.is_some(),
+            grads: false,
+        },
+    )
+    .unwrap();
+    let res = on_device(
+        &fwd_f,
+        &forward_args(&after, &batch, &positions, &labels).unwrap(),
+    );
+    let loss_after = &res[fwd_f
+        .outputs
+        .iter()
+        .position(|o| o.name.as_deref() == Some("loss"))
+        .unwrap()];
+    let diff = max_abs_diff(loss_after, &cases[&format!("{train_case}/loss_after_step")]);
+    assert!(
+        diff <= 1e-4,
+        "{train_case}: loss after the step differs by {diff}"
+    );
+}
+
+#[test]
+fn one_adamw_step_matches_the_reference() {
+    let spout: Vec<String> = (0..=16)
+        .step_by(2)
+        .map(|i| format!("model.spout.{i}.weight"))
+        .collect();
+    let spout_refs: Vec<&str> = spout.iter().map(String::as_str).collect();
+    check_adamw_step("train_plain", "plain", &spout_refs);
+    check_adamw_step("train_spout", "spout", &[]);
+}
