@@ -5,5 +5,6 @@
 pub mod cli;
 pub mod data;
 pub mod device;
+pub mod generate;
 pub mod model;
 pub mod train;
