@@ -103,6 +103,13 @@ fn second_compile_is_a_cache_hit_and_runs() {
         .unwrap();
     assert!(exe.execute(&[vec![&wrong]]).is_err());
 
+    // A client configured with the cache uses it behind the Backend trait.
+    let cached: &dyn runtime::Backend = &c.clone().with_cache(ExecutableCache::new(dir.path()));
+    let exe = cached.compile(text, &opts).unwrap();
+    assert_eq!(exe.num_outputs(), 1);
+    let backend_cache = cached_hits(c, dir.path(), text, &opts);
+    assert_eq!(backend_cache, 1);
+
     // Different options are a different entry.
     let other = CompileOptions {
         env_option_overrides: [(
@@ -129,6 +136,13 @@ fn second_compile_is_a_cache_hit_and_runs() {
         c.compile_cached(&cache, text, &opts).unwrap().1,
         CacheStatus::Hit
     );
+}
+
+/// Hits of a fresh cache (same directory) attached to a client, after one Backend compile.
+fn cached_hits(c: &Client, dir: &std::path::Path, text: &str, opts: &CompileOptions) -> u64 {
+    let with = c.clone().with_cache(ExecutableCache::new(dir));
+    runtime::Backend::compile(&with, text, opts).unwrap();
+    with.cache().map(|c| c.hits()).unwrap_or(0)
 }
 
 #[test]
