@@ -81,11 +81,23 @@ fn second_compile_is_a_cache_hit_and_runs() {
     let opts = CompileOptions::default();
     let (_, first) = c.compile_cached(&cache, text, &opts).unwrap();
     assert_eq!(first, CacheStatus::Miss);
-    let files: Vec<_> = std::fs::read_dir(dir.path().join("executables"))
-        .unwrap()
-        .flatten()
+    let names = || -> Vec<String> {
+        let entries = std::fs::read_dir(dir.path().join("executables")).unwrap();
+        entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let bins: Vec<String> = names()
+        .into_iter()
+        .filter(|n| n.ends_with(".bin"))
         .collect();
-    assert_eq!(files.len(), 1, "one cache file, no temporary left behind");
+    assert_eq!(bins.len(), 1, "one cache file: {:?}", names());
+    assert!(
+        !names().iter().any(|n| n.ends_with(".tmp")),
+        "temporary left behind: {:?}",
+        names()
+    );
     let (exe, second) = c.compile_cached(&cache, text, &opts).unwrap();
     assert_eq!(second, CacheStatus::Hit);
     assert_eq!((cache.hits(), cache.misses()), (1, 1));
@@ -126,7 +138,7 @@ fn second_compile_is_a_cache_hit_and_runs() {
     );
 
     // A damaged file is ignored and replaced.
-    let path = files[0].path();
+    let path = dir.path().join("executables").join(&bins[0]);
     std::fs::write(&path, b"GPTSANX1 not an executable").unwrap();
     assert_eq!(
         c.compile_cached(&cache, text, &opts).unwrap().1,
