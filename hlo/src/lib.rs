@@ -9,6 +9,7 @@ pub mod autodiff;
 pub mod builder;
 pub mod dtype;
 pub mod error;
+pub mod gradcheck;
 pub mod interpret;
 pub mod ir;
 pub mod literal;
