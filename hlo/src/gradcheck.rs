@@ -618,3 +618,206 @@ fn dot(lb: &[i64], rb: &[i64], lc: &[i64], rc: &[i64]) -> DotDims {
         rhs_contracting: rc.to_vec(),
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Composite programs shaped like a transformer training step
+
+/// Softmax along the last axis, written with raw primitives (the max is differentiated
+/// through, which must cancel out).
+fn softmax_last(x: &Tensor) -> Tensor {
+    let last = x.rank() as i64 - 1;
+    let m = x.reduce_max(&[last]).expand_dim(last);
+    let e = x.sub(&m).exp();
+    e.div(&e.reduce_sum(&[last]).expand_dim(last))
+}
+
+/// `[B, T, dh]` q, k, v -> causal attention output `[B, T, dh]`.
+fn attention(b: &Builder, q: &Tensor, k: &Tensor, v: &Tensor) -> Tensor {
+    let (t, dh) = (q.dims()[1], q.dims()[2]);
+    let scores = q
+        .dot_general(
+            k,
+            DotDims {
+                lhs_batch: vec![0],
+                rhs_batch: vec![0],
+                lhs_contracting: vec![2],
+                rhs_contracting: vec![2],
+            },
+        )
+        .mul_scalar(1.0 / (dh as f64).sqrt());
+    let rows = b.iota(&Shape::new(DType::S32, [t, t]), 0);
+    let cols = b.iota(&Shape::new(DType::S32, [t, t]), 1);
+    let visible = rows.ge(&cols);
+    let masked = visible.select(&scores, &b.scalar(-1e9, DType::F64));
+    let p = softmax_last(&masked);
+    p.dot_general(
+        v,
+        DotDims {
+            lhs_batch: vec![0],
+            rhs_batch: vec![0],
+            lhs_contracting: vec![2],
+            rhs_contracting: vec![1],
+        },
+    )
+}
+
+/// Mean cross entropy over labels != -100: logsumexp(logits) - logits[label].
+fn cross_entropy(b: &Builder, logits: &Tensor, labels: &Tensor) -> Tensor {
+    let n = logits.dims()[0];
+    let valid = labels.ne(&b.scalar(-100.0, DType::S32));
+    let safe = valid.select(labels, &b.scalar(0.0, DType::S32));
+    let rows = b.iota(&Shape::new(DType::S32, [n, 1]), 0);
+    let index = b.concatenate(&[rows, safe.reshape(&[n, 1])], 1);
+    let target = logits.gather(
+        &index,
+        GatherDims {
+            offset_dims: vec![],
+            collapsed_slice_dims: vec![0, 1],
+            start_index_map: vec![0, 1],
+            index_vector_dim: 1,
+            slice_sizes: vec![1, 1],
+        },
+    );
+    let nll = logits.logsumexp(1).sub(&target);
+    let w = valid.convert(logits.dtype());
+    nll.mul(&w).sum_all().div(&w.sum_all())
+}
+
+/// LayerNorm over the last axis.
+fn layer_norm(x: &Tensor, gain: &Tensor, bias: &Tensor) -> Tensor {
+    let mu = x.mean(&[-1]).expand_dim(-1);
+    let c = x.sub(&mu);
+    let var = c.square().mean(&[-1]).expand_dim(-1);
+    c.mul(&var.add_scalar(1e-5).rsqrt()).mul(gain).add(bias)
+}
+
+/// Composite programs: causal attention (`attention`), softmax cross-entropy with ignored
+/// labels (`cross_entropy`) and a small Switch-Transformer block with top-1 routing,
+/// one-hot dispatch/combine, LayerNorm, tanh, swish and a tied head (`switch_block`).
+/// The tests compare the first two with hand-computed values as well.
+pub fn composite_cases() -> Result<Vec<Case>, BuildError> {
+    Ok(vec![
+        attention_case()?,
+        cross_entropy_case()?,
+        switch_block_case()?,
+    ])
+}
+
+fn attention_case() -> Result<Case, BuildError> {
+    let (bsz, t, dh) = (2i64, 4i64, 3i64);
+    let b = Builder::new("attention");
+    let shape = Shape::new(DType::F64, [bsz, t, dh]);
+    let q = b.parameter("q", shape.clone());
+    let k = b.parameter("k", shape.clone());
+    let v = b.parameter("v", shape);
+    let out = attention(&b, &q, &k, &v);
+    let mut rng = Rng::new(11);
+    Ok(Case {
+        name: "attention".into(),
+        function: b.build(&[&out])?,
+        args: (0..3)
+            .map(|_| rng.literal(&[bsz, t, dh], -1.5, 1.5))
+            .collect(),
+        wrt: vec![0, 1, 2],
+        seed: 12,
+    })
+}
+
+fn cross_entropy_case() -> Result<Case, BuildError> {
+    let (n, vocab) = (6i64, 5i64);
+    let b = Builder::new("cross_entropy");
+    let logits = b.parameter("logits", Shape::new(DType::F64, [n, vocab]));
+    let labels = b.parameter("labels", Shape::new(DType::S32, [n]));
+    let loss = cross_entropy(&b, &logits, &labels);
+    let ids = Literal::from_slice(&[n], &[3i32, -100, 0, 4, -100, 1]).expect("6 labels");
+    Ok(Case {
+        name: "cross_entropy".into(),
+        function: b.build(&[&loss])?,
+        args: vec![Rng::new(21).literal(&[n, vocab], -3.0, 3.0), ids],
+        wrt: vec![0],
+        seed: 22,
+    })
+}
+
+fn switch_block_case() -> Result<Case, BuildError> {
+    let (bsz, t, d, e, hid, vocab) = (2i64, 3i64, 4i64, 2i64, 5i64, 7i64);
+    let b = Builder::new("switch_block");
+    let p = |name: &str, dims: &[i64]| b.parameter(name, Shape::new(DType::F64, dims.to_vec()));
+    let wte = p("wte", &[vocab, d]);
+    let wpe = p("wpe", &[t, d]);
+    let router = p("router", &[d, e]);
+    let wi = p("wi", &[e, d, hid]);
+    let wo = p("wo", &[e, hid, d]);
+    let bypass = p("bypass", &[d, d]);
+    let ln_g = p("ln_g", &[d]);
+    let ln_b = p("ln_b", &[d]);
+    let head_w = p("head_w", &[d, d]);
+    let head_b = p("head_b", &[d]);
+    let ids = b.parameter("ids", Shape::new(DType::S32, [bsz, t]));
+    let labels = b.parameter("labels", Shape::new(DType::S32, [bsz * t]));
+
+    // Embeddings (gather) plus learned positions.
+    let x = wte.take_rows(&ids).add(&wpe);
+    // Router: softmax, top-1 by argmax, one-hot dispatch/combine, scaled by the top prob.
+    let probs = softmax_last(&x.matmul(&router));
+    let onehot = probs.argmax(-1).one_hot(e, DType::F64);
+    let top_prob = probs.mul(&onehot).reduce_sum(&[2]).expand_dim(-1);
+    let hidden = x
+        .dot_general(
+            &wi,
+            DotDims {
+                lhs_contracting: vec![2],
+                rhs_contracting: vec![1],
+                ..Default::default()
+            },
+        )
+        .relu(); // [B, T, E, hid]
+    let expert_out = hidden.dot_general(
+        &wo,
+        DotDims {
+            lhs_batch: vec![2],
+            rhs_batch: vec![0],
+            lhs_contracting: vec![3],
+            rhs_contracting: vec![1],
+        },
+    ); // [E, B, T, d]
+    let combined = onehot.dot_general(
+        &expert_out,
+        DotDims {
+            lhs_batch: vec![0, 1],
+            rhs_batch: vec![1, 2],
+            lhs_contracting: vec![2],
+            rhs_contracting: vec![0],
+        },
+    ); // [B, T, d]
+    let h = combined.mul(&top_prob).add(&x.matmul(&bypass).tanh());
+    let x = x.add(&layer_norm(&h, &ln_g, &ln_b));
+    // Head: swish(x W + b) tied to the embedding.
+    let hh = x.matmul(&head_w).add(&head_b).swish();
+    let logits = hh.dot_general(
+        &wte,
+        DotDims {
+            lhs_contracting: vec![2],
+            rhs_contracting: vec![1],
+            ..Default::default()
+        },
+    );
+    let loss = cross_entropy(&b, &logits.reshape(&[bsz * t, vocab]), &labels);
+    let f = b.build(&[&loss])?;
+
+    let mut rng = Rng::new(31);
+    let mut args: Vec<Literal> = f.params[..10]
+        .iter()
+        .map(|prm| rng.literal(&prm.shape.dims, -0.8, 0.8))
+        .collect();
+    args[6] = f64_literal(&[d], &[1.0, 0.9, 1.1, 1.2]); // LayerNorm gain near 1
+    args.push(Literal::from_slice(&[bsz, t], &[1i32, 5, 2, 6, 0, 5]).expect("6 ids"));
+    args.push(Literal::from_slice(&[bsz * t], &[5i32, 2, -100, 0, 5, 3]).expect("6 labels"));
+    Ok(Case {
+        name: "switch_block".into(),
+        function: f,
+        args,
+        wrt: (0..10).collect(),
+        seed: 32,
+    })
+}
