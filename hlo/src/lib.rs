@@ -10,6 +10,7 @@ pub mod builder;
 pub mod dtype;
 pub mod emit;
 pub mod error;
+pub mod gradcheck;
 pub mod interpret;
 pub mod ir;
 pub mod literal;

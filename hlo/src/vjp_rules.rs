@@ -1,4 +1,4 @@
-//! One VJP rule per primitive, all registered in [`vjp`] (a single `match` over `ir::Op`).
+//! One VJP rule per primitive, all registered in `vjp` (a single `match` over `ir::Op`).
 //!
 //! A rule receives the node, its operand and output tensors, the cotangent of each output
 //! (`None`: nothing flowed into it, i.e. zero) and which operands need a cotangent, and

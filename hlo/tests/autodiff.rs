@@ -158,7 +158,15 @@ fn missing_rule_names_the_op() {
         err.to_string().contains("no VJP rule for `remainder`"),
         "{err}"
     );
-    // Behind stop_gradient the same op is fine.
+    // In a branch that does not depend on x, the same op is never visited.
+    let y = b.parameter("y", Shape::new(DType::F64, [2]));
+    let loss2 = y
+        .rem(&b.scalar(0.7, DType::F64))
+        .sum_all()
+        .add(&x.square().sum_all());
+    assert!(grad(&loss2, std::slice::from_ref(&x)).is_ok());
+    assert!(grad(&loss2, std::slice::from_ref(&y)).is_err());
+    // Behind stop_gradient it is fine too.
     let loss = x
         .stop_gradient()
         .rem(&b.scalar(0.7, DType::F64))
