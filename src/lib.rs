@@ -3,3 +3,4 @@
 //! its autodiff, lowered to StableHLO and run through PJRT plugins by `runtime`.
 
 pub mod cli;
+pub mod tokenizer;

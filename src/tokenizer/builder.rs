@@ -1,0 +1,1 @@
+//! Vocabulary builder (filled in below).
