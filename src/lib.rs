@@ -3,4 +3,5 @@
 //! its autodiff, lowered to StableHLO and run through PJRT plugins by `runtime`.
 
 pub mod cli;
+pub mod corpus;
 pub mod tokenizer;

@@ -274,10 +274,11 @@ fn trigger_char(key: &str) -> char {
     fn rarity(c: char) -> u32 {
         match c {
             c if c.is_ascii_alphanumeric() => 0,
-            '(' | ')' | '.' | ',' | '-' | '/' | ':' | '!' | '?' | '\'' | '"' => 0,
+            ' ' | '(' | ')' | '.' | ',' | '-' | '/' | ':' | '!' | '?' | '\'' | '"' => 0,
+            // Japanese punctuation, kana, CJK ideographs, full-width forms: common.
+            '\u{3000}'..='\u{30ff}' | '\u{4e00}'..='\u{9fff}' | '\u{ff00}'..='\u{ffef}' => 0,
             c if c.is_ascii() => 1,
-            '\u{3040}'..='\u{30ff}' | '\u{4e00}'..='\u{9fff}' | '\u{ff00}'..='\u{ff65}' => 2,
-            _ => 3,
+            _ => 2,
         }
     }
     key.chars()
