@@ -9,6 +9,7 @@ pub mod forward;
 pub mod generate;
 pub mod params;
 pub mod tokenize;
+pub mod train;
 pub mod vocab;
 
 #[derive(Parser, Debug)]
@@ -37,6 +38,8 @@ pub enum Command {
     Forward(forward::Args),
     /// Generate text with a KV cache (greedy, top-k, top-p), optionally steered by spout.
     Generate(generate::Args),
+    /// Train a model (default: configs/tiny.toml on the built-in corpus), then print samples.
+    Train(train::Args),
     /// Parameter counts per group for a model config (nothing is allocated).
     Params(params::Args),
     /// Benchmarks (tokenizer, ...).
@@ -52,6 +55,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Forward(args) => forward::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Params(args) => params::run(args),
+        Command::Train(args) => train::run(args),
         Command::Bench(cmd) => bench::run(cmd),
     }
 }

@@ -145,7 +145,12 @@ impl ModelConfig {
                     .with_context(|| format!("in config {}", path.display()))?
             }
         } else {
-            toml::from_str(&text).map_err(|e| {
+            let mut table: toml::Table = toml::from_str(&text).map_err(|e| {
+                anyhow::anyhow!("in config {}: {}", path.display(), e.to_string().trim_end())
+            })?;
+            // The `[train]` table belongs to the trainer (see `train::config`).
+            table.remove("train");
+            table.try_into().map_err(|e: toml::de::Error| {
                 anyhow::anyhow!("in config {}: {}", path.display(), e.to_string().trim_end())
             })?
         };

@@ -1,0 +1,77 @@
+//! `gptsan train`: train a model on the built-in corpus or text files.
+
+use crate::train::run::{run as run_training, RunOptions};
+use anyhow::Result;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model + training config (TOML with a [train] table).
+    #[arg(long, default_value = "configs/tiny.toml")]
+    pub config: PathBuf,
+    /// `built-in`, or text files (one document per line).
+    #[arg(long, num_args = 1.., default_value = "built-in")]
+    pub corpus: Vec<String>,
+    /// Number of steps (overrides the config).
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Run folder: checkpoints, metrics.jsonl, vocabulary (default runs/<config name>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in --out from its latest checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Checkpoint every K steps (overrides the config).
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    /// SPMD device mesh, e.g. data=2,model=2.
+    #[arg(long)]
+    pub mesh: Option<String>,
+    /// Number of (virtual CPU) devices of the client.
+    #[arg(long)]
+    pub devices: Option<i64>,
+    /// PJRT plugin (path or cpu|cuda|tpu).
+    #[arg(long)]
+    pub plugin: Option<String>,
+    /// Generated samples printed at the end (overrides the config).
+    #[arg(long)]
+    pub samples: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let out = args.out.clone().unwrap_or_else(|| {
+        let stem = args.config.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or("run".into());
+        PathBuf::from("runs").join(stem)
+    });
+    let opts = RunOptions {
+        config: args.config,
+        corpus: args.corpus,
+        out,
+        resume: args.resume,
+        steps: args.steps,
+        checkpoint_every: args.checkpoint_every,
+        mesh: args.mesh,
+        devices: args.devices,
+        plugin: args.plugin,
+        progress: !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        samples: args.samples,
+    };
+    let summary = run_training(&opts)?;
+    if let (Some(first), Some(last)) = (summary.metrics.first(), summary.metrics.last()) {
+        println!(
+            "trained steps {}..{}: loss {:.3} -> {:.3}; checkpoint in {}",
+            first.step,
+            last.step,
+            first.loss,
+            last.loss,
+            summary.out.display()
+        );
+    }
+    for (i, s) in summary.samples.iter().enumerate() {
+        println!("sample {}: {}", i + 1, s);
+    }
+    Ok(())
+}

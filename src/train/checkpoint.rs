@@ -1,0 +1,98 @@
+//! Training checkpoints: everything needed to continue a run bit for bit.
+//!
+//! `DIR/checkpoints/step-NNNNNNN/` holds the model (`model.safetensors`, `config.json`,
+//! `gptsan.json`, as any model folder), `optimizer.safetensors` (state by
+//! `<param>.<slot>`), and `trainer.json` (step, data position, device RNG state). The
+//! folder is written under a temporary name and renamed when complete; `DIR/latest` names
+//! the newest one and is replaced atomically, so a crash leaves the previous checkpoint
+//! intact. Model folders are resolved through `latest`, so `generate --model DIR` works.
+
+use crate::model::checkpoint::{read_safetensors, save_model_dir, write_atomic, write_safetensors};
+use crate::model::ModelConfig;
+use anyhow::{bail, Context, Result};
+use hlo::Literal;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const LATEST: &str = "latest";
+pub const CHECKPOINTS: &str = "checkpoints";
+
+/// Where the data and random streams were when the checkpoint was taken.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Steps completed.
+    pub step: u64,
+    /// Examples consumed since the start of the run (epochs included).
+    pub cursor: u64,
+    /// The train step's device RNG state (u64[2]).
+    pub rng: [u64; 2],
+    /// The host RNG state (spout vectors).
+    pub host_rng: u64,
+}
+
+/// The checkpoint folder a model folder points to (through `latest`), or the folder.
+pub fn resolve_model_dir(dir: &Path) -> Result<PathBuf> {
+    let latest = dir.join(LATEST);
+    if latest.is_file() {
+        let name = std::fs::read_to_string(&latest).with_context(|| format!("cannot read {}", latest.display()))?;
+        let target = dir.join(name.trim());
+        if !target.is_dir() {
+            bail!("{} names {}, which does not exist", latest.display(), target.display());
+        }
+        return Ok(target);
+    }
+    Ok(dir.to_path_buf())
+}
+
+/// Writes a checkpoint and points `latest` at it; keeps the `keep` newest ones.
+pub fn save(
+    run_dir: &Path,
+    cfg: &ModelConfig,
+    params: &[Literal],
+    optimizer: &[(String, Literal)],
+    state: &TrainerState,
+    keep: usize,
+) -> Result<PathBuf> {
+    let root = run_dir.join(CHECKPOINTS);
+    let name = format!("step-{:07}", state.step);
+    let tmp = root.join(format!("{name}.tmp"));
+    let done = root.join(&name);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    save_model_dir(&tmp, cfg, params)?;
+    let refs: Vec<(String, &Literal)> = optimizer.iter().map(|(n, l)| (n.clone(), l)).collect();
+    write_safetensors(&tmp.join("optimizer.safetensors"), &refs, None)?;
+    write_atomic(&tmp.join("trainer.json"), serde_json::to_string_pretty(state)?.as_bytes())?;
+    if done.exists() {
+        std::fs::remove_dir_all(&done)?;
+    }
+    std::fs::rename(&tmp, &done).with_context(|| format!("cannot move {} into place", done.display()))?;
+    write_atomic(&run_dir.join(LATEST), format!("{CHECKPOINTS}/{name}\n").as_bytes())?;
+    prune(&root, keep)?;
+    Ok(done)
+}
+
+fn prune(root: &Path, keep: usize) -> Result<()> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("step-")))
+        .collect();
+    dirs.sort();
+    let n = dirs.len();
+    for old in dirs.into_iter().take(n.saturating_sub(keep)) {
+        let _ = std::fs::remove_dir_all(old);
+    }
+    Ok(())
+}
+
+/// Reads the optimizer state and trainer state of a checkpoint folder.
+pub fn load_training_state(dir: &Path) -> Result<(std::collections::BTreeMap<String, Literal>, TrainerState)> {
+    let opt = read_safetensors(&dir.join("optimizer.safetensors"))?;
+    let path = dir.join("trainer.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let state: TrainerState =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a trainer state", path.display()))?;
+    Ok((opt, state))
+}

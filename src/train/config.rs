@@ -1,0 +1,53 @@
+//! Training settings: the `[train]` table of a config file, overridable from the command
+//! line.
+
+use super::optimizer::{OptimizerConfig, Schedule};
+use serde::{Deserialize, Serialize};
+
+/// How the spout input is fed during training.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpoutMode {
+    /// No spout position.
+    None,
+    /// A uniform random vector per example (how the released model was trained).
+    Uniform,
+    /// The one-hot class id of the example (class-conditioned training).
+    Onehot,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub batch_size: i64,
+    pub seq_len: i64,
+    pub steps: u64,
+    pub schedule: Schedule,
+    pub optimizer: OptimizerConfig,
+    /// Global-norm clipping (0: off).
+    pub clip_norm: f64,
+    pub checkpoint_every: u64,
+    pub seed: u64,
+    pub spout: SpoutMode,
+    /// Samples printed at the end of training.
+    pub samples: usize,
+    pub sample_tokens: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            batch_size: 8,
+            seq_len: 64,
+            steps: 300,
+            schedule: Schedule::InverseSqrt { base_lr: 3e-3, warmup_steps: 30 },
+            optimizer: OptimizerConfig::default(),
+            clip_norm: 1.0,
+            checkpoint_every: 100,
+            seed: 1234,
+            spout: SpoutMode::None,
+            samples: 3,
+            sample_tokens: 40,
+        }
+    }
+}
