@@ -300,9 +300,8 @@ pub fn build<S: AsRef<str> + Sync>(
             .filter(|(_, s)| *s > 0)
             .map(|(g, _)| g)
             .collect();
-        if !last {
-            refill(&mut chosen, &mut next_candidate);
-        }
+        // In the last round the refilled entries go last (lowest priority), unscored.
+        refill(&mut chosen, &mut next_candidate);
         bar.inc(1);
     }
     let vocab = assemble(&chosen, &chars, &emoji)?;
