@@ -199,8 +199,6 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         corpus: opts.corpus.clone(),
         mesh: opts.mesh.clone(),
     };
-    prepare_out_dir(&opts.out, &meta, opts.resume)?;
-
     let tok = Tokenizer::builtin();
     if tok.vocab_size() as i64 != cfg.vocab_size {
         bail!(
@@ -224,6 +222,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         bail!("the corpus gives {} examples, fewer than one batch of {}", examples.len(), train.batch_size);
     }
     tracing::info!(examples = examples.len(), "corpus packed");
+    prepare_out_dir(&opts.out, &meta, opts.resume)?;
 
     let devices_wanted = opts.devices.or_else(|| (mesh.device_count() > 1).then(|| mesh.device_count()));
     let device = Device::open(opts.plugin.as_deref(), devices_wanted)?;
