@@ -43,7 +43,11 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let out = args.out.clone().unwrap_or_else(|| {
-        let stem = args.config.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or("run".into());
+        let stem = args
+            .config
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or("run".into());
         PathBuf::from("runs").join(stem)
     });
     let opts = RunOptions {

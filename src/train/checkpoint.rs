@@ -30,18 +30,30 @@ pub struct TrainerState {
     pub host_rng: u64,
 }
 
-/// The checkpoint folder a model folder points to (through `latest`), or the folder.
+/// The newest complete checkpoint of a run folder, or the folder itself when it holds no
+/// checkpoints (a plain model folder). Complete checkpoints are the renamed `step-*`
+/// folders; `latest` is a convenience for people and may lag behind after a crash.
 pub fn resolve_model_dir(dir: &Path) -> Result<PathBuf> {
-    let latest = dir.join(LATEST);
-    if latest.is_file() {
-        let name = std::fs::read_to_string(&latest).with_context(|| format!("cannot read {}", latest.display()))?;
-        let target = dir.join(name.trim());
-        if !target.is_dir() {
-            bail!("{} names {}, which does not exist", latest.display(), target.display());
-        }
-        return Ok(target);
+    let root = dir.join(CHECKPOINTS);
+    if !root.is_dir() {
+        return Ok(dir.to_path_buf());
     }
-    Ok(dir.to_path_buf())
+    let mut steps: Vec<PathBuf> = std::fs::read_dir(&root)
+        .with_context(|| format!("cannot list {}", root.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            name.starts_with("step-") && !name.ends_with(".tmp") && p.join("trainer.json").is_file()
+        })
+        .collect();
+    steps.sort();
+    match steps.pop() {
+        Some(newest) => Ok(newest),
+        None => bail!("{} holds no complete checkpoint", root.display()),
+    }
 }
 
 /// Writes a checkpoint and points `latest` at it; keeps the `keep` newest ones.
@@ -64,12 +76,19 @@ pub fn save(
     save_model_dir(&tmp, cfg, params)?;
     let refs: Vec<(String, &Literal)> = optimizer.iter().map(|(n, l)| (n.clone(), l)).collect();
     write_safetensors(&tmp.join("optimizer.safetensors"), &refs, None)?;
-    write_atomic(&tmp.join("trainer.json"), serde_json::to_string_pretty(state)?.as_bytes())?;
+    write_atomic(
+        &tmp.join("trainer.json"),
+        serde_json::to_string_pretty(state)?.as_bytes(),
+    )?;
     if done.exists() {
         std::fs::remove_dir_all(&done)?;
     }
-    std::fs::rename(&tmp, &done).with_context(|| format!("cannot move {} into place", done.display()))?;
-    write_atomic(&run_dir.join(LATEST), format!("{CHECKPOINTS}/{name}\n").as_bytes())?;
+    std::fs::rename(&tmp, &done)
+        .with_context(|| format!("cannot move {} into place", done.display()))?;
+    write_atomic(
+        &run_dir.join(LATEST),
+        format!("{CHECKPOINTS}/{name}\n").as_bytes(),
+    )?;
     prune(&root, keep)?;
     Ok(done)
 }
@@ -77,7 +96,11 @@ pub fn save(
 fn prune(root: &Path, keep: usize) -> Result<()> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("step-")))
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
+        })
         .collect();
     dirs.sort();
     let n = dirs.len();
@@ -88,11 +111,14 @@ fn prune(root: &Path, keep: usize) -> Result<()> {
 }
 
 /// Reads the optimizer state and trainer state of a checkpoint folder.
-pub fn load_training_state(dir: &Path) -> Result<(std::collections::BTreeMap<String, Literal>, TrainerState)> {
+pub fn load_training_state(
+    dir: &Path,
+) -> Result<(std::collections::BTreeMap<String, Literal>, TrainerState)> {
     let opt = read_safetensors(&dir.join("optimizer.safetensors"))?;
     let path = dir.join("trainer.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let state: TrainerState =
-        serde_json::from_str(&text).with_context(|| format!("{} is not a trainer state", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let state: TrainerState = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a trainer state", path.display()))?;
     Ok((opt, state))
 }

@@ -40,7 +40,10 @@ impl Default for TrainConfig {
             batch_size: 8,
             seq_len: 64,
             steps: 300,
-            schedule: Schedule::InverseSqrt { base_lr: 3e-3, warmup_steps: 30 },
+            schedule: Schedule::InverseSqrt {
+                base_lr: 3e-3,
+                warmup_steps: 30,
+            },
             optimizer: OptimizerConfig::default(),
             clip_norm: 1.0,
             checkpoint_every: 100,

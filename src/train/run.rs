@@ -73,12 +73,17 @@ pub struct RunSummary {
 /// Reads the model config and the `[train]` table of a config file.
 pub fn load_configs(path: &Path) -> Result<(ModelConfig, TrainConfig)> {
     let model = ModelConfig::load(path)?;
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let train = if path.extension().is_some_and(|e| e == "toml") {
         let mut table: toml::Table = toml::from_str(&text)?;
         match table.remove("train") {
             Some(t) => t.try_into().map_err(|e: toml::de::Error| {
-                anyhow!("in [train] of {}: {}", path.display(), e.to_string().trim_end())
+                anyhow!(
+                    "in [train] of {}: {}",
+                    path.display(),
+                    e.to_string().trim_end()
+                )
             })?,
             None => TrainConfig::default(),
         }
@@ -93,10 +98,13 @@ pub fn parse_mesh(spec: &str) -> Result<Mesh> {
     let mut data = 1;
     let mut model = 1;
     for part in spec.split(',').filter(|p| !p.is_empty()) {
-        let (name, size) = part
-            .split_once('=')
-            .ok_or_else(|| anyhow!("--mesh {spec}: expected axis=size pairs like data=2,model=2"))?;
-        let size: i64 = size.trim().parse().map_err(|_| anyhow!("--mesh {spec}: {size:?} is not a number"))?;
+        let (name, size) = part.split_once('=').ok_or_else(|| {
+            anyhow!("--mesh {spec}: expected axis=size pairs like data=2,model=2")
+        })?;
+        let size: i64 = size
+            .trim()
+            .parse()
+            .map_err(|_| anyhow!("--mesh {spec}: {size:?} is not a number"))?;
         if size < 1 {
             bail!("--mesh {spec}: axis sizes must be at least 1");
         }
@@ -118,10 +126,16 @@ pub fn check_mesh(mesh: &Mesh, devices: usize, cfg: &ModelConfig, batch: i64) ->
     let model = mesh.axis_size("model").unwrap_or(1);
     let data = mesh.axis_size("data").unwrap_or(1);
     if cfg.num_experts % model != 0 {
-        bail!("{} experts are not divisible by the model axis of size {model}", cfg.num_experts);
+        bail!(
+            "{} experts are not divisible by the model axis of size {model}",
+            cfg.num_experts
+        );
     }
     if cfg.num_heads % model != 0 {
-        bail!("{} attention heads are not divisible by the model axis of size {model}", cfg.num_heads);
+        bail!(
+            "{} attention heads are not divisible by the model axis of size {model}",
+            cfg.num_heads
+        );
     }
     if batch % data != 0 {
         bail!("the batch of {batch} is not divisible by the data axis of size {data}");
@@ -143,7 +157,8 @@ pub fn init_params(specs: &[ParamSpec], seed: u64) -> Vec<Literal> {
                     .map(|_| {
                         let u1 = 1.0 - rng.next_f64();
                         let u2 = rng.next_f64();
-                        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * std) as f32
+                        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * std)
+                            as f32
                     })
                     .collect(),
             };
@@ -162,17 +177,30 @@ struct DeviceState {
 
 fn spec_of(program: &Program, arg: usize) -> PartitionSpec {
     let p = &program.function.params[arg];
-    p.sharding.clone().unwrap_or_else(|| PartitionSpec::replicated(p.shape.rank()))
+    p.sharding
+        .clone()
+        .unwrap_or_else(|| PartitionSpec::replicated(p.shape.rank()))
 }
 
-fn upload_arg(device: &Device, program: &Program, mesh: &Mesh, arg: usize, lit: &Literal) -> Result<Vec<Buffer>> {
+fn upload_arg(
+    device: &Device,
+    program: &Program,
+    mesh: &Mesh,
+    arg: usize,
+    lit: &Literal,
+) -> Result<Vec<Buffer>> {
     let n = mesh.device_count() as usize;
     let spec = spec_of(program, arg);
-    (0..n).map(|d| device.upload(&shard_of(lit, &spec, mesh, d)?, d)).collect()
+    (0..n)
+        .map(|d| device.upload(&shard_of(lit, &spec, mesh, d)?, d))
+        .collect()
 }
 
 fn download_arg(program: &Program, mesh: &Mesh, arg: usize, shards: &[&Buffer]) -> Result<Literal> {
-    let lits: Vec<Literal> = shards.iter().map(|b| b.to_literal()).collect::<runtime::Result<_>>()?;
+    let lits: Vec<Literal> = shards
+        .iter()
+        .map(|b| b.to_literal())
+        .collect::<runtime::Result<_>>()?;
     let shape = program.function.params[arg].shape.clone();
     assemble(&lits, &shape, &spec_of(program, arg), mesh)
 }
@@ -195,7 +223,12 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     };
     let meta = RunMeta {
         model: cfg.clone(),
-        train: TrainConfig { steps: 0, samples: 0, checkpoint_every: 0, ..train.clone() },
+        train: TrainConfig {
+            steps: 0,
+            samples: 0,
+            checkpoint_every: 0,
+            ..train.clone()
+        },
         corpus: opts.corpus.clone(),
         mesh: opts.mesh.clone(),
     };
@@ -209,25 +242,39 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         );
     }
     let sp = tok.special();
-    let br = tok.token_to_id("<BR>").ok_or_else(|| anyhow!("the vocabulary has no <BR> token"))?;
+    let br = tok
+        .token_to_id("<BR>")
+        .ok_or_else(|| anyhow!("the vocabulary has no <BR> token"))?;
     let docs = if opts.corpus.is_empty() || opts.corpus == ["built-in"] {
         crate::corpus::builtin()
     } else {
         let paths: Vec<PathBuf> = opts.corpus.iter().map(PathBuf::from).collect();
         crate::data::read_text_files(&paths)?
     };
-    let pack = PackTokens { sot: sp.sot, seg: sp.seg, eot: sp.eot, not: sp.not, br };
+    let pack = PackTokens {
+        sot: sp.sot,
+        seg: sp.seg,
+        eot: sp.eot,
+        not: sp.not,
+        br,
+    };
     let examples = pack_lm(&docs, train.seq_len as usize, pack, |t| tok.encode(t, true))?;
     if examples.len() < train.batch_size as usize {
-        bail!("the corpus gives {} examples, fewer than one batch of {}", examples.len(), train.batch_size);
+        bail!(
+            "the corpus gives {} examples, fewer than one batch of {}",
+            examples.len(),
+            train.batch_size
+        );
     }
     tracing::info!(examples = examples.len(), "corpus packed");
-    prepare_out_dir(&opts.out, &meta, opts.resume)?;
 
-    let devices_wanted = opts.devices.or_else(|| (mesh.device_count() > 1).then(|| mesh.device_count()));
+    let devices_wanted = opts
+        .devices
+        .or_else(|| (mesh.device_count() > 1).then(|| mesh.device_count()));
     let device = Device::open(opts.plugin.as_deref(), devices_wanted)?;
     eprintln!("{}", device.report);
     check_mesh(&mesh, device.device_count(), &cfg, train.batch_size)?;
+    prepare_out_dir(&opts.out, &meta, opts.resume)?;
 
     // Parameters and optimizer state: fresh, or from the latest checkpoint.
     let specs = param_specs(&cfg);
@@ -238,7 +285,12 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         eprintln!("resuming from {} (step {})", dir.display(), state.step);
         (params, Some(opt), state)
     } else {
-        let seed_state = TrainerState { step: 0, cursor: 0, rng: [train.seed, 0], host_rng: train.seed ^ 0x5eed };
+        let seed_state = TrainerState {
+            step: 0,
+            cursor: 0,
+            rng: [train.seed, 0],
+            host_rng: train.seed ^ 0x5eed,
+        };
         (init_params(&specs, train.seed), None, seed_state)
     };
     if opts.resume {
@@ -247,7 +299,10 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
 
     let with_spout = train.spout != SpoutMode::None;
     if with_spout && !cfg.has_spout() {
-        bail!("[train] spout = {:?} needs a model with spout_width > 0", train.spout);
+        bail!(
+            "[train] spout = {:?} needs a model with spout_width > 0",
+            train.spout
+        );
     }
     let step_spec = StepSpec {
         batch: train.batch_size,
@@ -263,7 +318,10 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     };
     let started = Instant::now();
     let program = device.compile(&train_step_program(&cfg, &step_spec)?)?;
-    eprintln!("compiled the train step in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "compiled the train step in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     let (trainable, _) = split_params(&cfg, &step_spec.frozen);
     let mut state_lits: Vec<(String, Literal)> = Vec::new();
@@ -272,7 +330,10 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         for (suffix, dims) in names.iter().zip(train.optimizer.state_dims(&s.dims)) {
             let name = format!("{}.{suffix}", s.name);
             let lit = match &opt_state {
-                Some(m) => m.get(&name).cloned().with_context(|| format!("checkpoint has no optimizer state {name}"))?,
+                Some(m) => m
+                    .get(&name)
+                    .cloned()
+                    .with_context(|| format!("checkpoint has no optimizer state {name}"))?,
                 None => Literal::zeros(Shape::new(DType::F32, dims)),
             };
             state_lits.push((name, lit));
@@ -280,14 +341,30 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     }
     let n_params = specs.len();
     let ndev = mesh.device_count() as usize;
-    let mut dstate = DeviceState { args: (0..ndev).map(|_| Vec::new()).collect(), rng: Vec::new() };
-    for (i, lit) in params.iter().chain(state_lits.iter().map(|(_, l)| l)).enumerate() {
-        for (d, b) in upload_arg(&device, &program, &mesh, i, lit)?.into_iter().enumerate() {
+    let mut dstate = DeviceState {
+        args: (0..ndev).map(|_| Vec::new()).collect(),
+        rng: Vec::new(),
+    };
+    for (i, lit) in params
+        .iter()
+        .chain(state_lits.iter().map(|(_, l)| l))
+        .enumerate()
+    {
+        for (d, b) in upload_arg(&device, &program, &mesh, i, lit)?
+            .into_iter()
+            .enumerate()
+        {
             dstate.args[d].push(b);
         }
     }
     let rng_arg = n_params + state_lits.len() + 2;
-    dstate.rng = upload_arg(&device, &program, &mesh, rng_arg, &Literal::from_slice(&[2], &tstate.rng)?)?;
+    dstate.rng = upload_arg(
+        &device,
+        &program,
+        &mesh,
+        rng_arg,
+        &Literal::from_slice(&[2], &tstate.rng)?,
+    )?;
 
     let bar = progress_bar(opts.progress, train.steps, tstate.step);
     let mut metrics_file = std::fs::OpenOptions::new()
@@ -301,9 +378,16 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     let mut order = order_for(epoch);
     let mut all_metrics = Vec::new();
     let names = program.output_names();
-    let out_index = |n: &str| names.iter().position(|x| x == n).ok_or_else(|| anyhow!("no output {n}"));
-    let scalar_outputs: Vec<usize> =
-        ["loss", "ce", "z_loss", "balance_loss", "grad_norm"].iter().map(|n| out_index(n)).collect::<Result<_>>()?;
+    let out_index = |n: &str| {
+        names
+            .iter()
+            .position(|x| x == n)
+            .ok_or_else(|| anyhow!("no output {n}"))
+    };
+    let scalar_outputs: Vec<usize> = ["loss", "ce", "z_loss", "balance_loss", "grad_norm"]
+        .iter()
+        .map(|n| out_index(n))
+        .collect::<Result<_>>()?;
     let rng_out = out_index("rng")?;
 
     while tstate.step < train.steps {
@@ -327,8 +411,15 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         let mut call: Vec<Vec<&Buffer>> = dstate.args.iter().map(|a| a.iter().collect()).collect();
         let mut uploaded: Vec<Vec<Buffer>> = (0..ndev).map(|_| Vec::new()).collect();
         for (k, lit) in extra.iter().enumerate() {
-            let arg = if k < 2 { n_params + state_lits.len() + k } else { rng_arg + k - 1 };
-            for (d, b) in upload_arg(&device, &program, &mesh, arg, lit)?.into_iter().enumerate() {
+            let arg = if k < 2 {
+                n_params + state_lits.len() + k
+            } else {
+                rng_arg + k - 1
+            };
+            for (d, b) in upload_arg(&device, &program, &mesh, arg, lit)?
+                .into_iter()
+                .enumerate()
+            {
                 uploaded[d].push(b);
             }
         }
@@ -348,7 +439,9 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
             for (i, slot) in outs.iter_mut().take(n_state).enumerate() {
                 dstate.args[d][i] = slot.take().ok_or_else(|| anyhow!("missing output {i}"))?;
             }
-            dstate.rng[d] = outs[rng_out].take().ok_or_else(|| anyhow!("missing rng output"))?;
+            dstate.rng[d] = outs[rng_out]
+                .take()
+                .ok_or_else(|| anyhow!("missing rng output"))?;
             *res = outs.into_iter().flatten().collect();
         }
         // Scalars (replicated): from device 0, in the order left after the moves above.
@@ -370,13 +463,19 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
             step_ms: dt * 1e3,
         };
         if !m.loss.is_finite() {
-            bail!("the loss became {} at step {step}; lower the learning rate", m.loss);
+            bail!(
+                "the loss became {} at step {step}; lower the learning rate",
+                m.loss
+            );
         }
         writeln!(metrics_file, "{}", serde_json::to_string(&m)?)?;
         metrics_file.flush()?;
         if let Some(b) = &bar {
             b.set_position(step);
-            b.set_message(format!("loss {:.3}  {:.0} tok/s  {:.0} ms/step", m.loss, m.tokens_per_s, m.step_ms));
+            b.set_message(format!(
+                "loss {:.3}  {:.0} tok/s  {:.0} ms/step",
+                m.loss, m.tokens_per_s, m.step_ms
+            ));
         }
         all_metrics.push(m);
 
@@ -386,11 +485,23 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
             let rng_lit = dstate.rng[0].to_literal()?.to_vec::<u64>()?;
             tstate.rng = [rng_lit[0], rng_lit[1]];
             params = (0..n_params)
-                .map(|i| download_arg(&program, &mesh, i, &dstate.args.iter().map(|a| &a[i]).collect::<Vec<_>>()))
+                .map(|i| {
+                    download_arg(
+                        &program,
+                        &mesh,
+                        i,
+                        &dstate.args.iter().map(|a| &a[i]).collect::<Vec<_>>(),
+                    )
+                })
                 .collect::<Result<_>>()?;
             for (k, (_, lit)) in state_lits.iter_mut().enumerate() {
                 let i = n_params + k;
-                *lit = download_arg(&program, &mesh, i, &dstate.args.iter().map(|a| &a[i]).collect::<Vec<_>>())?;
+                *lit = download_arg(
+                    &program,
+                    &mesh,
+                    i,
+                    &dstate.args.iter().map(|a| &a[i]).collect::<Vec<_>>(),
+                )?;
             }
             checkpoint::save(&opts.out, &cfg, &params, &state_lits, &tstate, 2)?;
         }
@@ -399,14 +510,29 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         b.finish();
     }
     if let Some(last) = all_metrics.last() {
-        eprintln!("step {}: loss {:.4} (ce {:.4})", last.step, last.loss, last.ce);
+        eprintln!(
+            "step {}: loss {:.4} (ce {:.4})",
+            last.step, last.loss, last.ce
+        );
     }
     let samples = if train.samples > 0 {
-        sample_texts(&device, &cfg, &params, tok, train.samples, train.sample_tokens, train.seed)?
+        sample_texts(
+            &device,
+            &cfg,
+            &params,
+            tok,
+            train.samples,
+            train.sample_tokens,
+            train.seed,
+        )?
     } else {
         Vec::new()
     };
-    Ok(RunSummary { metrics: all_metrics, samples, out: opts.out.clone() })
+    Ok(RunSummary {
+        metrics: all_metrics,
+        samples,
+        out: opts.out.clone(),
+    })
 }
 
 /// The batch arguments as literals: ids, positions, mask, token types, labels, spout.
@@ -427,7 +553,9 @@ fn batch_literals(
         labels.extend_from_slice(&e.labels);
         mask.extend(e.input_ids.iter().map(|&x| (x != not) as i32));
     }
-    let positions: Vec<i32> = (0..b).flat_map(|_| (0..t as i32).map(|p| (p + past).min(cfg.context as i32 - 1))).collect();
+    let positions: Vec<i32> = (0..b)
+        .flat_map(|_| (0..t as i32).map(|p| (p + past).min(cfg.context as i32 - 1)))
+        .collect();
     let dims = [b, t];
     let mut out = vec![
         Literal::from_slice(&dims, &ids)?,
@@ -439,7 +567,9 @@ fn batch_literals(
     match train.spout {
         SpoutMode::None => {}
         SpoutMode::Uniform => {
-            let v: Vec<f32> = (0..b * cfg.spout_width).map(|_| host_rng.next_f64() as f32).collect();
+            let v: Vec<f32> = (0..b * cfg.spout_width)
+                .map(|_| host_rng.next_f64() as f32)
+                .collect();
             out.push(Literal::from_slice(&[b, cfg.spout_width], &v)?);
         }
         SpoutMode::Onehot => {
@@ -481,7 +611,10 @@ fn prepare_out_dir(out: &Path, meta: &RunMeta, resume: bool) -> Result<()> {
             );
         }
         if !resume {
-            bail!("{} already holds this run; pass --resume to continue it, or choose another --out", out.display());
+            bail!(
+                "{} already holds this run; pass --resume to continue it, or choose another --out",
+                out.display()
+            );
         }
         return Ok(());
     }
@@ -489,22 +622,40 @@ fn prepare_out_dir(out: &Path, meta: &RunMeta, resume: bool) -> Result<()> {
         bail!("nothing to resume: {} holds no run", out.display());
     }
     if out.is_dir() && std::fs::read_dir(out)?.next().is_some() {
-        bail!("{} is not empty and holds no gptsan run; choose another --out", out.display());
+        bail!(
+            "{} is not empty and holds no gptsan run; choose another --out",
+            out.display()
+        );
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    crate::model::checkpoint::write_atomic(&meta_path, serde_json::to_string_pretty(meta)?.as_bytes())?;
+    crate::model::checkpoint::write_atomic(
+        &meta_path,
+        serde_json::to_string_pretty(meta)?.as_bytes(),
+    )?;
     let tok = Tokenizer::builtin();
-    crate::model::checkpoint::write_atomic(&out.join("vocab.txt"), tok.vocab().to_text().as_bytes())?;
-    crate::model::checkpoint::write_atomic(&out.join("emoji.json"), tok.emoji().to_json().as_bytes())?;
+    crate::model::checkpoint::write_atomic(
+        &out.join("vocab.txt"),
+        tok.vocab().to_text().as_bytes(),
+    )?;
+    crate::model::checkpoint::write_atomic(
+        &out.join("emoji.json"),
+        tok.emoji().to_json().as_bytes(),
+    )?;
     Ok(())
 }
 
 /// Drops metrics after `step` (a resumed run rewrites them).
 fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
     let kept: Vec<&str> = text
         .lines()
-        .filter(|l| serde_json::from_str::<Metrics>(l).map(|m| m.step <= step).unwrap_or(false))
+        .filter(|l| {
+            serde_json::from_str::<Metrics>(l)
+                .map(|m| m.step <= step)
+                .unwrap_or(false)
+        })
         .collect();
     let mut body = kept.join("\n");
     if !body.is_empty() {
@@ -542,12 +693,19 @@ fn sample_texts(
         };
         let opts = GenerateOptions {
             max_new_tokens: tokens,
-            strategy: Strategy::Sample { temperature: 0.8, top_k: 40, top_p: 1.0 },
+            strategy: Strategy::Sample {
+                temperature: 0.8,
+                top_k: 40,
+                top_p: 1.0,
+            },
             seed: seed + i as u64,
             stop_at_eot: true,
         };
         let gen = g.generate(&batch, &opts, false, |_, _| {})?;
-        let text = tok.decode_with(&gen.tokens[0], &crate::tokenizer::DecodeOptions::generated())?;
+        let text = tok.decode_with(
+            &gen.tokens[0],
+            &crate::tokenizer::DecodeOptions::generated(),
+        )?;
         out.push(format!("{prompt}{text}"));
     }
     Ok(out)

@@ -1,0 +1,244 @@
+//! Training end to end through the `gptsan` binary: exact resume after a kill, SPMD
+//! equality with the single-device run, and clear errors on bad input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A model small enough for tests; the vocabulary is the built-in one.
+const CONFIG: &str = r#"
+vocab_size = 8000
+context = 64
+d_model = 32
+num_heads = 4
+num_switch_layers = 1
+num_experts = 4
+expert_hidden = 64
+spout_width = 8
+
+[router]
+semantics = "original"
+
+[train]
+batch_size = 4
+seq_len = 32
+steps = 12
+checkpoint_every = 3
+samples = 0
+
+[train.schedule]
+type = "inverse_sqrt"
+base_lr = 0.003
+warmup_steps = 4
+"#;
+
+fn write_config(dir: &Path, text: &str) -> PathBuf {
+    write_config_as(dir, "model.toml", text)
+}
+
+fn write_config_as(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn gptsan(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_gptsan"));
+    c.args(args).env("TF_CPP_MIN_LOG_LEVEL", "2");
+    c
+}
+
+fn run_ok(args: &[&str]) -> Output {
+    let out = gptsan(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "gptsan {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn run_err(args: &[&str]) -> String {
+    let out = gptsan(args).output().unwrap();
+    assert!(!out.status.success(), "gptsan {args:?} should fail");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !err.contains("panicked"),
+        "gptsan {args:?} panicked:\n{err}"
+    );
+    err
+}
+
+fn losses(run: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn a_killed_run_resumes_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), CONFIG);
+    let cfg = cfg.to_str().unwrap();
+    let whole = dir.path().join("whole");
+    run_ok(&[
+        "train",
+        "--config",
+        cfg,
+        "--out",
+        whole.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let reference = losses(&whole);
+    assert_eq!(reference.len(), 12);
+
+    // Kill the second run as soon as its first checkpoint exists, then resume it.
+    let killed = dir.path().join("killed");
+    let mut child = gptsan(&[
+        "train",
+        "--config",
+        cfg,
+        "--out",
+        killed.to_str().unwrap(),
+        "--quiet",
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let first_ckpt = killed.join("checkpoints/step-0000003");
+    while !first_ckpt.exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("training exited early: {status}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    run_ok(&[
+        "train",
+        "--config",
+        cfg,
+        "--out",
+        killed.to_str().unwrap(),
+        "--resume",
+        "--quiet",
+    ]);
+    assert_eq!(
+        losses(&killed),
+        reference,
+        "the resumed run differs from the uninterrupted one"
+    );
+    // The loss went down.
+    assert!(reference[11].1 < reference[0].1);
+}
+
+#[test]
+fn data_and_model_parallel_losses_equal_the_single_device_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &CONFIG.replace("steps = 12", "steps = 10"));
+    let cfg = cfg.to_str().unwrap();
+    let single = dir.path().join("single");
+    let spmd = dir.path().join("spmd");
+    run_ok(&[
+        "train",
+        "--config",
+        cfg,
+        "--out",
+        single.to_str().unwrap(),
+        "--quiet",
+    ]);
+    run_ok(&[
+        "train",
+        "--config",
+        cfg,
+        "--out",
+        spmd.to_str().unwrap(),
+        "--quiet",
+        "--mesh",
+        "data=2,model=2",
+        "--devices",
+        "4",
+    ]);
+    let (a, b) = (losses(&single), losses(&spmd));
+    assert_eq!(a.len(), 10);
+    for ((s, x), (_, y)) in a.iter().zip(&b) {
+        assert!(
+            (x - y).abs() <= 1e-4 * x.abs(),
+            "step {s}: single {x} vs SPMD {y}"
+        );
+    }
+}
+
+#[test]
+fn bad_training_input_gives_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), CONFIG);
+    let cfg = cfg.to_str().unwrap();
+    let out = dir.path().join("o");
+    let out = out.to_str().unwrap();
+    let err = run_err(&[
+        "train",
+        "--config",
+        cfg,
+        "--out",
+        out,
+        "--mesh",
+        "data=3",
+        "--devices",
+        "4",
+    ]);
+    assert!(err.contains("does not divide"), "{err}");
+    let err = run_err(&[
+        "train",
+        "--config",
+        cfg,
+        "--out",
+        out,
+        "--mesh",
+        "model=8",
+        "--devices",
+        "8",
+    ]);
+    assert!(err.contains("experts are not divisible"), "{err}");
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(&bad, b"good line\nbad \xfe\n").unwrap();
+    let err = run_err(&[
+        "train",
+        "--config",
+        cfg,
+        "--out",
+        out,
+        "--corpus",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("bad.txt") && err.contains("not UTF-8") && err.contains("offset 14"),
+        "{err}"
+    );
+    // An output folder that holds another run.
+    let other = write_config_as(
+        dir.path(),
+        "other.toml",
+        &CONFIG.replace("d_model = 32", "d_model = 16"),
+    );
+    run_ok(&[
+        "train", "--config", cfg, "--out", out, "--steps", "1", "--quiet",
+    ]);
+    let err = run_err(&[
+        "train",
+        "--config",
+        other.to_str().unwrap(),
+        "--out",
+        out,
+        "--steps",
+        "1",
+    ]);
+    assert!(err.contains("holds another run"), "{err}");
+}
