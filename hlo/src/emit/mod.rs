@@ -165,6 +165,8 @@ struct Emitter<'a> {
     refs: Vec<Vec<String>>,
     /// Names of the function arguments, by parameter index.
     arg_names: Vec<String>,
+    /// For each node, the name of the first named output it produces (a fallback name).
+    output_names: Vec<Option<String>>,
     live: Vec<bool>,
     body: String,
 }
@@ -190,7 +192,14 @@ impl<'a> Emitter<'a> {
             .enumerate()
             .map(|(i, p)| namer.fresh(&p.name, i))
             .collect();
+        let mut output_names = vec![None; f.nodes.len()];
+        for o in f.outputs.iter().rev() {
+            if o.name.is_some() {
+                output_names[o.value.node] = o.name.clone();
+            }
+        }
         Ok(Emitter {
+            output_names,
             f,
             opts,
             mesh: f.mesh.as_ref(),
@@ -331,13 +340,7 @@ impl<'a> Emitter<'a> {
         let base = node
             .name
             .clone()
-            .or_else(|| {
-                self.f
-                    .outputs
-                    .iter()
-                    .find(|o| o.value.node == id)
-                    .and_then(|o| o.name.clone())
-            })
+            .or_else(|| self.output_names[id].clone())
             .map(|n| self.namer.fresh(&n, id))
             // Unnamed values are numbered by node; numbers never clash with names.
             .unwrap_or_else(|| id.to_string());

@@ -621,3 +621,26 @@ fn malformed_functions_are_errors() {
     let lit = Literal::scalar(1.0f32);
     assert_eq!(dense_attr(&lit), "dense<1.0>");
 }
+
+#[test]
+fn mixed_start_index_types_are_converted_to_s64() {
+    let b = Builder::new("ds");
+    let x = b.parameter("x", f32s(&[4, 4]));
+    let i = b.parameter("i", Shape::scalar(DType::S32));
+    let j = b.parameter("j", Shape::scalar(DType::S64));
+    let y = x.dynamic_slice(&[i.clone(), j.clone()], &[2, 2]);
+    let z = x.dynamic_update_slice(&y, &[i, j]);
+    let text = emit(&b.build(&[&y, &z]).unwrap());
+    has_line(
+        &text,
+        "%index_3_1 = stablehlo.convert %i : (tensor<i32>) -> tensor<i64>",
+    );
+    has_line(
+        &text,
+        "%3 = stablehlo.dynamic_slice %x, %index_3_1, %j, sizes = [2, 2] : (tensor<4x4xf32>, tensor<i64>, tensor<i64>) -> tensor<2x2xf32>",
+    );
+    has_line(
+        &text,
+        "%4 = stablehlo.dynamic_update_slice %x, %3, %index_4_2, %j : (tensor<4x4xf32>, tensor<2x2xf32>, tensor<i64>, tensor<i64>) -> tensor<4x4xf32>",
+    );
+}
