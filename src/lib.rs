@@ -3,3 +3,8 @@
 //! its autodiff, lowered to StableHLO and run through PJRT plugins by `runtime`.
 
 pub mod cli;
+pub mod data;
+pub mod device;
+pub mod generate;
+pub mod model;
+pub mod train;

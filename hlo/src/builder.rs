@@ -297,6 +297,12 @@ impl Builder {
         self.graph.borrow().error.clone()
     }
 
+    /// Whether `other` is a handle to this same graph (tensors of different builders
+    /// cannot be mixed; autodiff checks this).
+    pub fn same_graph(&self, other: &Builder) -> bool {
+        Rc::ptr_eq(&self.graph, &other.graph)
+    }
+
     /// Number of nodes so far (autodiff walks them).
     pub fn num_nodes(&self) -> usize {
         self.graph.borrow().nodes.len()

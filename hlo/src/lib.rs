@@ -5,20 +5,26 @@
 //! annotated with [`sharding`] over a device mesh, and emitted as StableHLO MLIR text by
 //! [`emit`]. The `runtime` crate compiles and runs that text through PJRT.
 
+pub mod autodiff;
 pub mod builder;
 pub mod dtype;
 pub mod emit;
 pub mod error;
+pub mod gradcheck;
+pub mod interpret;
 pub mod ir;
 pub mod literal;
 pub mod shape;
 pub mod shape_inference;
 pub mod sharding;
+pub mod vjp_rules;
 
+pub use autodiff::{grad, grad_function, vjp, vjp_function, AutodiffError};
 pub use builder::{Builder, Tensor};
 pub use dtype::DType;
 pub use emit::{to_stablehlo, EmitError, EmitOptions, Partitioner};
 pub use error::BuildError;
+pub use interpret::{evaluate, InterpretError};
 pub use ir::Function;
 pub use literal::{Literal, NativeType};
 pub use shape::Shape;

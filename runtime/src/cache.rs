@@ -140,7 +140,7 @@ impl Client {
         let key = ExecutableCache::key(
             mlir,
             &encoded,
-            &plugin_hash(self.plugin_path())?,
+            &plugin_hash(self.plugin_path(), Some(cache.dir()))?,
             &cpu_features(),
         );
         if let Some(bytes) = cache.load(&key) {
@@ -171,8 +171,10 @@ impl Client {
     }
 }
 
-/// sha256 of the plugin file, computed once per process and path (the CPU plugin is 259 MB).
-pub fn plugin_hash(path: &Path) -> Result<String> {
+/// sha256 of the plugin file. Hashing the 259 MB CPU plugin takes ~0.4 s, so the digest is
+/// remembered per process and on disk next to the executables, keyed by the file's identity
+/// (path, size, modification time, inode): any reinstall changes at least one of them.
+pub fn plugin_hash(path: &Path, memo_dir: Option<&Path>) -> Result<String> {
     static MEMO: OnceLock<Mutex<HashMap<PathBuf, String>>> = OnceLock::new();
     let memo = MEMO.get_or_init(|| Mutex::new(HashMap::new()));
     let mut map = memo.lock().unwrap_or_else(|p| p.into_inner());
@@ -180,19 +182,58 @@ pub fn plugin_hash(path: &Path) -> Result<String> {
         return Ok(h.clone());
     }
     let ctx = || format!("hashing plugin {}", path.display());
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(ctx(), e))?;
+    let identity = file_identity(path).map_err(|e| Error::io(ctx(), e))?;
+    let memo_file = memo_dir.map(|d| {
+        d.join(format!(
+            "plugin-{}.sha256",
+            &hex(&Sha256::digest(path.as_os_str().as_encoded_bytes()))[..16]
+        ))
+    });
+    if let Some(f) = &memo_file {
+        if let Ok(text) = std::fs::read_to_string(f) {
+            if let Some((id, digest)) = text.trim().rsplit_once(' ') {
+                if id == identity && digest.len() == 64 {
+                    map.insert(path.to_path_buf(), digest.to_string());
+                    return Ok(digest.to_string());
+                }
+            }
+        }
+    }
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(ctx(), e))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).map_err(|e| Error::io(ctx(), e))?;
+        let n = file.read(&mut buf).map_err(|e| Error::io(ctx(), e))?;
         if n == 0 {
             break;
         }
         h.update(&buf[..n]);
     }
     let digest = hex(&h.finalize());
+    if let (Some(f), Some(dir)) = (&memo_file, memo_dir) {
+        let tmp = dir.join(format!(".plugin-hash.{}.tmp", std::process::id()));
+        let stored = std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&tmp, format!("{identity} {digest}\n")))
+            .and_then(|()| std::fs::rename(&tmp, f));
+        if let Err(e) = stored {
+            tracing::debug!("could not remember the plugin hash: {e}");
+        }
+    }
     map.insert(path.to_path_buf(), digest.clone());
     Ok(digest)
+}
+
+/// Size, modification time (ns) and inode of a file, as one token.
+fn file_identity(path: &Path) -> std::io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok(format!(
+        "{}:{}.{}:{}",
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ino()
+    ))
 }
 
 /// The host CPU's feature flags (`flags` on x86, `Features` on ARM) plus the architecture.
@@ -213,4 +254,42 @@ pub fn cpu_features() -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_hash_is_the_file_sha256_and_is_remembered_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plugin.so");
+        std::fs::write(&file, b"abc").unwrap();
+        let h = plugin_hash(&file, Some(dir.path())).unwrap();
+        assert_eq!(
+            h,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let memo: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .filter(|t| t.trim_end().ends_with(&h))
+            .collect();
+        assert_eq!(memo.len(), 1);
+    }
+
+    #[test]
+    fn keys_separate_every_input() {
+        let k = ExecutableCache::key("p", b"o", "h", "f");
+        assert_eq!(k.len(), 64);
+        assert_ne!(k, ExecutableCache::key("p", b"o", "h", "g"));
+        assert_ne!(k, ExecutableCache::key("p", b"", "h", "f"));
+        // Length prefixes: moving bytes between parts changes the key.
+        assert_ne!(
+            ExecutableCache::key("ab", b"", "h", "f"),
+            ExecutableCache::key("a", b"b", "h", "f")
+        );
+        assert!(cpu_features().starts_with(std::env::consts::ARCH));
+    }
 }

@@ -156,7 +156,14 @@ impl Client {
     /// Finds a plugin for `request` (see [`crate::plugin`]) and creates a client on it.
     pub fn open(request: &PluginRequest, options: &ClientOptions) -> Result<(Client, Discovery)> {
         let discovery = plugin::discover(request, &SearchEnv::detect())?;
-        let client = Client::from_plugin_path(&discovery.path, options)?;
+        let mut options = options.clone();
+        if matches!(discovery.kind, Some(k) if k != plugin::PluginKind::Cpu)
+            && options.cpu_device_count.take().is_some()
+        {
+            // Other plugins reject options they do not know.
+            tracing::warn!("ignoring cpu_device_count: the chosen plugin is not the CPU plugin");
+        }
+        let client = Client::from_plugin_path(&discovery.path, &options)?;
         Ok((client, discovery))
     }
 

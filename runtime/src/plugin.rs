@@ -628,6 +628,54 @@ mod tests {
         );
     }
 
+    /// The install path end to end, with a stand-in for `python3` that behaves like
+    /// `pip install --target` (the real download is exercised by CI's fresh machines).
+    #[test]
+    fn installs_the_cpu_plugin_with_hash_checked_pip_when_missing() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("pip-args.txt");
+        let fake = dir.path().join("fake-python");
+        let script = format!(
+            "#!/bin/sh\necho \"$@\" > {log}\nwhile [ $# -gt 0 ]; do\n  case $1 in\n    --target) t=$2; shift;;\n    -r) cat $2 >> {log}; shift;;\n  esac\n  shift\ndone\nmkdir -p $t/xla_plugins/xla_cpu_pjrt && touch $t/xla_plugins/xla_cpu_pjrt/xla_cpu_pjrt.so\n",
+            log = log.display()
+        );
+        std::fs::write(&fake, script).unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut e = env(dir.path());
+        e.allow_install = true;
+        e.python = fake.display().to_string();
+        let d = discover(&PluginRequest::Auto, &e).unwrap();
+        assert!(d.installed);
+        assert_eq!(
+            d.path,
+            dir.path()
+                .join("cache/plugins/cpu/xla_plugins/xla_cpu_pjrt/xla_cpu_pjrt.so")
+        );
+        assert!(
+            d.explain().contains("installed into the cache"),
+            "{}",
+            d.explain()
+        );
+        let args = std::fs::read_to_string(&log).unwrap();
+        assert!(args.starts_with("-m pip install"), "{args}");
+        assert!(args.contains("--require-hashes"), "{args}");
+        assert!(args.contains(CPU_PLUGIN_REQUIREMENT), "{args}");
+        // Found in the cache from now on, without installing again.
+        let again = discover(&PluginRequest::Auto, &e).unwrap();
+        assert!(!again.installed);
+        assert_eq!(again.path, d.path);
+        // A failing pip is a clear error.
+        let mut broken = env(dir.path());
+        broken.cache_dir = dir.path().join("other-cache");
+        broken.allow_install = true;
+        broken.python = "/bin/false".into();
+        let err = discover(&PluginRequest::Auto, &broken)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("installing the PJRT plugin failed"), "{err}");
+    }
+
     #[test]
     fn pinned_requirement_matches_ci() {
         let ci = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/requirements-cpu.txt");

@@ -81,11 +81,23 @@ fn second_compile_is_a_cache_hit_and_runs() {
     let opts = CompileOptions::default();
     let (_, first) = c.compile_cached(&cache, text, &opts).unwrap();
     assert_eq!(first, CacheStatus::Miss);
-    let files: Vec<_> = std::fs::read_dir(dir.path().join("executables"))
-        .unwrap()
-        .flatten()
+    let names = || -> Vec<String> {
+        let entries = std::fs::read_dir(dir.path().join("executables")).unwrap();
+        entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let bins: Vec<String> = names()
+        .into_iter()
+        .filter(|n| n.ends_with(".bin"))
         .collect();
-    assert_eq!(files.len(), 1, "one cache file, no temporary left behind");
+    assert_eq!(bins.len(), 1, "one cache file: {:?}", names());
+    assert!(
+        !names().iter().any(|n| n.ends_with(".tmp")),
+        "temporary left behind: {:?}",
+        names()
+    );
     let (exe, second) = c.compile_cached(&cache, text, &opts).unwrap();
     assert_eq!(second, CacheStatus::Hit);
     assert_eq!((cache.hits(), cache.misses()), (1, 1));
@@ -103,6 +115,13 @@ fn second_compile_is_a_cache_hit_and_runs() {
         .unwrap();
     assert!(exe.execute(&[vec![&wrong]]).is_err());
 
+    // A client configured with the cache uses it behind the Backend trait.
+    let cached: &dyn runtime::Backend = &c.clone().with_cache(ExecutableCache::new(dir.path()));
+    let exe = cached.compile(text, &opts).unwrap();
+    assert_eq!(exe.num_outputs(), 1);
+    let backend_cache = cached_hits(c, dir.path(), text, &opts);
+    assert_eq!(backend_cache, 1);
+
     // Different options are a different entry.
     let other = CompileOptions {
         env_option_overrides: [(
@@ -119,7 +138,7 @@ fn second_compile_is_a_cache_hit_and_runs() {
     );
 
     // A damaged file is ignored and replaced.
-    let path = files[0].path();
+    let path = dir.path().join("executables").join(&bins[0]);
     std::fs::write(&path, b"GPTSANX1 not an executable").unwrap();
     assert_eq!(
         c.compile_cached(&cache, text, &opts).unwrap().1,
@@ -129,6 +148,13 @@ fn second_compile_is_a_cache_hit_and_runs() {
         c.compile_cached(&cache, text, &opts).unwrap().1,
         CacheStatus::Hit
     );
+}
+
+/// Hits of a fresh cache (same directory) attached to a client, after one Backend compile.
+fn cached_hits(c: &Client, dir: &std::path::Path, text: &str, opts: &CompileOptions) -> u64 {
+    let with = c.clone().with_cache(ExecutableCache::new(dir));
+    runtime::Backend::compile(&with, text, opts).unwrap();
+    with.cache().map(|c| c.hits()).unwrap_or(0)
 }
 
 #[test]

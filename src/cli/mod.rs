@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 pub mod bench;
 pub mod devices;
+pub mod params;
 pub mod tokenize;
 pub mod vocab;
 
@@ -29,6 +30,8 @@ pub enum Command {
     /// Build a vocabulary from a corpus.
     #[command(subcommand)]
     Vocab(vocab::Command),
+    /// Parameter counts per group for a model config (nothing is allocated).
+    Params(params::Args),
     /// Benchmarks (tokenizer, ...).
     #[command(subcommand)]
     Bench(bench::Command),
@@ -39,6 +42,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Devices(args) => devices::run(args),
         Command::Tokenize(cmd) => tokenize::run(cmd),
         Command::Vocab(cmd) => vocab::run(cmd),
+        Command::Params(args) => params::run(args),
         Command::Bench(cmd) => bench::run(cmd),
     }
 }

@@ -1,0 +1,243 @@
+//! Text generation with a device-resident KV cache: one compiled prefill program per
+//! prompt size and one decode program per cache size, compiled once and reused.
+//!
+//! Rows of a batch are independent: a left-padded row gets positions counted from its
+//! first real token and its padding takes no expert slots, so it generates exactly what
+//! it generates alone.
+
+pub mod sampling;
+
+use crate::device::{Device, Program};
+use crate::model::decode::{cache_shape, decode_step, prefill};
+use crate::model::gptsan::Params;
+use crate::model::inputs::{HostBatch, PositionRule};
+use crate::model::params::param_specs;
+use crate::model::programs::declare_batch;
+use crate::model::ModelConfig;
+use anyhow::{anyhow, bail, Result};
+use hlo::{Builder, DType, Function, Literal, Shape};
+use runtime::Buffer;
+use sampling::{pick, Rng, Strategy};
+use std::collections::HashMap;
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    pub max_new_tokens: usize,
+    pub strategy: Strategy,
+    pub seed: u64,
+    /// Stop a row at the end-of-text token.
+    pub stop_at_eot: bool,
+}
+
+/// The prefill program: the prompt in, the last position's logits and the cache out.
+pub fn prefill_program(
+    cfg: &ModelConfig,
+    batch: i64,
+    len: i64,
+    spout: bool,
+    slots: i64,
+) -> Result<Function> {
+    let b = Builder::new("prefill");
+    let params = Params::declare(&b, &param_specs(cfg), DType::F32);
+    let (mut inputs, labels) = declare_batch(&b, cfg, batch, len, spout);
+    let _ = labels; // the program does not use labels; keep the argument order uniform
+    inputs.pads_take_capacity = false;
+    let (logits, cache) = prefill(cfg, &params, &inputs, slots);
+    Ok(b.build_named(&[("logits", &logits), ("cache", &cache)])?)
+}
+
+/// The one-token decode program. The cache argument is donated to the new cache.
+pub fn decode_program(cfg: &ModelConfig, batch: i64, slots: i64) -> Result<Function> {
+    let b = Builder::new("decode");
+    let params = Params::declare(&b, &param_specs(cfg), DType::F32);
+    let cache = b.parameter("cache", cache_shape(cfg, batch, slots));
+    let token = b.parameter("token", Shape::new(DType::S32, vec![batch, 1]));
+    let position = b.parameter("position", Shape::new(DType::S32, vec![batch, 1]));
+    let key_valid = b.parameter("key_valid", Shape::new(DType::S32, vec![batch, slots]));
+    let cur = b.parameter("cur", Shape::scalar(DType::S32));
+    let valid = key_valid.ne(&b.scalar(0.0, DType::S32));
+    let (logits, new_cache) = decode_step(cfg, &params, &cache, &token, &position, &valid, &cur);
+    let mut f = b.build_named(&[("logits", &logits), ("cache", &new_cache)])?;
+    let cache_arg = params.names().len();
+    f.donate(cache_arg, 1).map_err(|e| anyhow!(e))?;
+    Ok(f)
+}
+
+/// Holds the parameters on the device and the compiled programs.
+pub struct Generator<'d> {
+    device: &'d Device,
+    cfg: ModelConfig,
+    params: Vec<Buffer>,
+    prefill: HashMap<(i64, i64, bool, i64), Program>,
+    decode: HashMap<(i64, i64), Program>,
+}
+
+/// Generated tokens per row, and (optionally) the logits of every step.
+pub struct Generation {
+    pub tokens: Vec<Vec<u32>>,
+    /// `[step][row]` logits, kept when asked for (tests compare them).
+    pub step_logits: Vec<Vec<Vec<f32>>>,
+}
+
+impl<'d> Generator<'d> {
+    pub fn new(device: &'d Device, cfg: &ModelConfig, params: &[Literal]) -> Result<Generator<'d>> {
+        let params = params
+            .iter()
+            .map(|p| device.upload(p, 0))
+            .collect::<Result<_>>()?;
+        Ok(Generator {
+            device,
+            cfg: cfg.clone(),
+            params,
+            prefill: HashMap::new(),
+            decode: HashMap::new(),
+        })
+    }
+
+    /// Generates up to `opts.max_new_tokens` per row. `on_token(row, id)` sees every
+    /// token as it is produced (for streaming).
+    pub fn generate(
+        &mut self,
+        batch: &HostBatch,
+        opts: &GenerateOptions,
+        keep_logits: bool,
+        mut on_token: impl FnMut(usize, u32),
+    ) -> Result<Generation> {
+        let cfg = self.cfg.clone();
+        let width = if cfg.has_spout() { cfg.spout_width } else { 0 };
+        batch.validate(cfg.vocab_size, cfg.context, width)?;
+        let (bsz, len) = (batch.batch as i64, batch.len as i64);
+        let past = batch.spout.is_some() as i64;
+        let room = cfg.context - len - past;
+        if room <= 0 {
+            bail!(
+                "the prompt of {len} tokens leaves no room in the context of {}",
+                cfg.context
+            );
+        }
+        let new = (opts.max_new_tokens as i64).min(room);
+        let slots = past + len + new;
+        let v = cfg.vocab_size as u32;
+        let (sep, not, eot) = (v - 5, v - 4, v - 1);
+
+        let key = (bsz, len, batch.spout.is_some(), slots);
+        if !self.prefill.contains_key(&key) {
+            let f = prefill_program(&cfg, bsz, len, batch.spout.is_some(), slots)?;
+            self.prefill.insert(key, self.device.compile(&f)?);
+        }
+        if !self.decode.contains_key(&(bsz, slots)) {
+            let f = decode_program(&cfg, bsz, slots)?;
+            self.decode.insert((bsz, slots), self.device.compile(&f)?);
+        }
+
+        let positions = batch.positions(cfg.context, PositionRule::FirstToken);
+        let mut args: Vec<Literal> = Vec::new();
+        let dims = [bsz, len];
+        for rows in [
+            &batch.input_ids[..],
+            &positions[..],
+            &batch.attention_mask[..],
+            &batch.token_type_ids[..],
+        ] {
+            args.push(Literal::from_slice(&dims, rows)?);
+        }
+        args.push(Literal::from_slice(
+            &dims,
+            &vec![-100i32; (bsz * len) as usize],
+        )?);
+        if let Some(s) = &batch.spout {
+            args.push(Literal::from_slice(&[bsz, cfg.spout_width], s)?);
+        }
+        let extra: Vec<Buffer> = args
+            .iter()
+            .map(|a| self.device.upload(a, 0))
+            .collect::<Result<_>>()?;
+        let mut refs: Vec<&Buffer> = self.params.iter().collect();
+        refs.extend(extra.iter());
+        let mut out = self.prefill[&key].run(&refs)?;
+        let mut cache = out
+            .pop()
+            .ok_or_else(|| anyhow!("prefill returned no cache"))?;
+        let mut logits = out
+            .pop()
+            .ok_or_else(|| anyhow!("prefill returned no logits"))?
+            .to_literal()?;
+
+        // Which cache slots hold real keys: the spout, the prompt's real tokens.
+        let m = slots as usize;
+        let mut key_valid = vec![0i32; batch.batch * m];
+        let mut next_pos = vec![0i32; batch.batch];
+        for r in 0..batch.batch {
+            if past > 0 {
+                key_valid[r * m] = 1;
+            }
+            for t in 0..batch.len {
+                key_valid[r * m + past as usize + t] = batch.attention_mask[r * batch.len + t];
+            }
+            next_pos[r] =
+                (positions[r * batch.len + batch.len - 1] + 1).min(cfg.context as i32 - 1);
+        }
+
+        let mut rng = Rng::new(opts.seed);
+        let mut tokens = vec![Vec::new(); batch.batch];
+        let mut done = vec![false; batch.batch];
+        let mut step_logits = Vec::new();
+        for step in 0..new {
+            let flat = logits.to_vec::<f32>()?;
+            let rows: Vec<&[f32]> = flat.chunks(v as usize).collect();
+            if keep_logits {
+                step_logits.push(rows.iter().map(|r| r.to_vec()).collect());
+            }
+            let mut next = vec![0i32; batch.batch];
+            for r in 0..batch.batch {
+                let id = if done[r] {
+                    sep
+                } else {
+                    pick(rows[r], &opts.strategy, &[sep, not], &mut rng)
+                };
+                if !done[r] {
+                    tokens[r].push(id);
+                    on_token(r, id);
+                    done[r] = opts.stop_at_eot && id == eot;
+                }
+                next[r] = id as i32;
+            }
+            if done.iter().all(|d| *d) || step + 1 == new {
+                break;
+            }
+            let cur = (past + len + step) as usize;
+            for r in 0..batch.batch {
+                key_valid[r * m + cur] = 1;
+            }
+            let step_args = [
+                Literal::from_slice(&[bsz, 1], &next)?,
+                Literal::from_slice(&[bsz, 1], &next_pos)?,
+                Literal::from_slice(&[bsz, slots], &key_valid)?,
+                Literal::scalar(cur as i32),
+            ];
+            let bufs: Vec<Buffer> = step_args
+                .iter()
+                .map(|a| self.device.upload(a, 0))
+                .collect::<Result<_>>()?;
+            let mut refs: Vec<&Buffer> = self.params.iter().collect();
+            refs.push(&cache);
+            refs.extend(bufs.iter());
+            let mut out = self.decode[&(bsz, slots)].run(&refs)?;
+            cache = out
+                .pop()
+                .ok_or_else(|| anyhow!("decode returned no cache"))?;
+            logits = out
+                .pop()
+                .ok_or_else(|| anyhow!("decode returned no logits"))?
+                .to_literal()?;
+            for p in next_pos.iter_mut() {
+                *p = (*p + 1).min(cfg.context as i32 - 1);
+            }
+        }
+        Ok(Generation {
+            tokens,
+            step_logits,
+        })
+    }
+}

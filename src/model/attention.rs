@@ -1,0 +1,89 @@
+//! Multi-head self-attention with optional past keys/values (spout or KV cache) and an
+//! additive visibility mask.
+
+use super::nn::linear;
+use hlo::ir::DotDims;
+use hlo::{DType, Tensor};
+
+/// Weights of one attention layer (PyTorch layout `[out, in]`, no biases).
+pub struct AttentionWeights<'a> {
+    pub q: &'a Tensor,
+    pub k: &'a Tensor,
+    pub v: &'a Tensor,
+    pub out: &'a Tensor,
+}
+
+/// Result of one attention layer.
+pub struct AttentionOutput {
+    /// `[B, T, d]` after the output projection.
+    pub out: Tensor,
+    /// Keys and values of every visible position, past included: `[B, H, S, dh]`.
+    pub keys: Tensor,
+    pub values: Tensor,
+}
+
+/// `[B, T, d] -> [B, H, T, dh]`.
+pub fn split_heads(x: &Tensor, heads: i64) -> Tensor {
+    let (b, t, d) = (x.dims()[0], x.dims()[1], x.dims()[2]);
+    x.reshape(&[b, t, heads, d / heads])
+        .transpose(&[0, 2, 1, 3])
+}
+
+/// Self-attention of `x [B, T, d]`. `past` holds keys/values `[B, H, P, dh]` that come
+/// before the tokens; `mask_add [B, T, P+T]` is 0 where a key is visible and the f32
+/// minimum where it is not (so a row with no visible key attends uniformly, as the
+/// reference does).
+pub fn self_attention(
+    x: &Tensor,
+    w: &AttentionWeights,
+    heads: i64,
+    past: Option<(&Tensor, &Tensor)>,
+    mask_add: &Tensor,
+) -> AttentionOutput {
+    let (q, mut k, mut v) = project_qkv(x, w, heads);
+    if let Some((pk, pv)) = past {
+        k = x.builder().concatenate(&[pk.clone(), k], 2);
+        v = x.builder().concatenate(&[pv.clone(), v], 2);
+    }
+    let out = attend(&q, &k, &v, mask_add, w.out);
+    AttentionOutput {
+        out,
+        keys: k,
+        values: v,
+    }
+}
+
+/// Queries (already scaled by dh^-0.5, as the reference does), keys and values, each
+/// `[B, H, T, dh]`.
+pub fn project_qkv(x: &Tensor, w: &AttentionWeights, heads: i64) -> (Tensor, Tensor, Tensor) {
+    let dh = x.dims()[2] / heads;
+    let q = split_heads(&linear(x, w.q).mul_scalar((dh as f64).powf(-0.5)), heads);
+    (
+        q,
+        split_heads(&linear(x, w.k), heads),
+        split_heads(&linear(x, w.v), heads),
+    )
+}
+
+/// `softmax(q k^T + mask) v` with the softmax in f32, heads merged back to `[B, T, d]`
+/// and projected by `w_out`.
+pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask_add: &Tensor, w_out: &Tensor) -> Tensor {
+    let (b, h, t, dh) = (q.dims()[0], q.dims()[1], q.dims()[2], q.dims()[3]);
+    let per_head = |lhs_contracting: i64, rhs_contracting: i64| DotDims {
+        lhs_batch: vec![0, 1],
+        rhs_batch: vec![0, 1],
+        lhs_contracting: vec![lhs_contracting],
+        rhs_contracting: vec![rhs_contracting],
+    };
+    let scores = q
+        .convert(DType::F32)
+        .dot_general(&k.convert(DType::F32), per_head(3, 3));
+    let s = scores.dims()[3];
+    let probs = scores
+        .add(&mask_add.reshape(&[b, 1, t, s]))
+        .softmax(-1)
+        .convert(q.dtype());
+    let ctx = probs.dot_general(v, per_head(3, 2)); // [B, H, T, dh]
+    let merged = ctx.transpose(&[0, 2, 1, 3]).reshape(&[b, t, h * dh]);
+    linear(&merged, w_out)
+}

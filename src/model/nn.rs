@@ -1,0 +1,34 @@
+//! Small layers shared by the model: Linear in PyTorch layout and LayerNorm.
+
+use hlo::ir::DotDims;
+use hlo::Tensor;
+
+/// `x @ W^T` for a PyTorch-layout weight `W [out, in]`: one dot_general contracting the
+/// `in` axes, so no transposed copy of W is ever materialised.
+pub fn linear(x: &Tensor, w: &Tensor) -> Tensor {
+    let last = x.rank() as i64 - 1;
+    x.dot_general(
+        w,
+        DotDims {
+            lhs_contracting: vec![last],
+            rhs_contracting: vec![1],
+            ..Default::default()
+        },
+    )
+}
+
+/// `x @ W^T + b`.
+pub fn linear_bias(x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
+    linear(x, w).add(b)
+}
+
+/// LayerNorm over the last axis with the biased variance, as PyTorch computes it.
+pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Tensor {
+    let mean = x.mean(&[-1]).expand_dim(-1);
+    let centered = x.sub(&mean);
+    let var = centered.square().mean(&[-1]).expand_dim(-1);
+    centered
+        .mul(&var.add_scalar(eps).rsqrt())
+        .mul(gamma)
+        .add(beta)
+}

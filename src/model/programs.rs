@@ -1,0 +1,130 @@
+//! Compiled programs built from the model graph: the research forward pass (optionally
+//! with gradients). Generation and training programs live with their features.
+
+use super::config::ModelConfig;
+use super::gptsan::{forward, Batch, Params};
+use super::loss::cross_entropy;
+use super::params::param_specs;
+use anyhow::{anyhow, Result};
+use hlo::{Builder, DType, Function, Shape, Tensor};
+
+/// The shapes a forward program is compiled for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForwardShape {
+    pub batch: i64,
+    pub len: i64,
+    pub spout: bool,
+    /// Also compute the gradient of the loss for every parameter.
+    pub grads: bool,
+}
+
+/// Argument order of the forward program: every parameter (in `param_specs` order), then
+/// these inputs.
+pub const FORWARD_INPUTS: [&str; 5] = [
+    "input_ids",
+    "positions",
+    "attention_mask",
+    "token_type_ids",
+    "labels",
+];
+
+/// Declares the token inputs `[B, T]` (all s32) and the optional spout.
+pub fn declare_batch(
+    b: &Builder,
+    cfg: &ModelConfig,
+    batch: i64,
+    len: i64,
+    spout: bool,
+) -> (Batch, Tensor) {
+    let int = |name: &str| b.parameter(name, Shape::new(DType::S32, vec![batch, len]));
+    let ids = int("input_ids");
+    let positions = int("positions");
+    let mask = int("attention_mask");
+    let types = int("token_type_ids");
+    let labels = int("labels");
+    let zero = b.scalar(0.0, DType::S32);
+    let spout = spout.then(|| {
+        b.parameter(
+            "spout",
+            Shape::new(DType::F32, vec![batch, cfg.spout_width]),
+        )
+    });
+    let batch = Batch {
+        input_ids: ids,
+        positions,
+        valid: mask.ne(&zero),
+        prefix: types.ne(&zero),
+        spout,
+        pads_take_capacity: true,
+    };
+    (batch, labels)
+}
+
+/// Builds the forward program. Outputs (named): `logits`, `last_hidden_state`,
+/// `hidden_states.{i}`, `router.{l}.probs|expert|kept`, `loss`, and with gradients
+/// `grad.<param>` (our stacked names) and `grad_global_norm`.
+pub fn forward_program(cfg: &ModelConfig, shape: ForwardShape) -> Result<Function> {
+    let b = Builder::new("forward");
+    let specs = param_specs(cfg);
+    let params = Params::declare(&b, &specs, DType::F32);
+    let (batch, labels) = declare_batch(&b, cfg, shape.batch, shape.len, shape.spout);
+    let out = forward(cfg, &params, &batch, false, None);
+    let (loss, _, _) = cross_entropy(&out.logits, &labels);
+
+    let mut named: Vec<(String, Tensor)> = vec![
+        ("logits".into(), out.logits.clone()),
+        ("last_hidden_state".into(), out.last_hidden.clone()),
+    ];
+    for (i, h) in out.hidden_states.iter().enumerate() {
+        named.push((format!("hidden_states.{i}"), h.clone()));
+    }
+    for (l, r) in out.routers.iter().enumerate() {
+        named.push((format!("router.{l}.probs"), r.probs.clone()));
+        named.push((format!("router.{l}.expert"), r.expert.clone()));
+        named.push((format!("router.{l}.kept"), r.kept.clone()));
+    }
+    named.push(("loss".into(), loss.clone()));
+    if shape.grads {
+        let wrt = params.tensors();
+        let grads = hlo::autodiff::grad(&loss, &wrt)
+            .map_err(|e| anyhow!("differentiating the loss: {e}"))?;
+        // The norm covers what the port calls parameters: its `final_logits_bias` is a
+        // buffer, not a parameter, so it is left out (its gradient is still reported).
+        let mut sq = b.scalar(0.0, DType::F32);
+        for (name, g) in params.names().iter().zip(&grads) {
+            if name != "final_logits_bias" {
+                sq = sq.add(&g.square().sum_all());
+            }
+            named.push((format!("grad.{name}"), g.clone()));
+        }
+        named.push(("grad_global_norm".into(), sq.sqrt()));
+    }
+    let refs: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    Ok(b.build_named(&refs)?)
+}
+
+/// The forward program's arguments: parameters, then the batch as s32 literals (and the
+/// spout). `labels` may be all -100 when no loss is wanted.
+pub fn forward_args(
+    params: &[hlo::Literal],
+    batch: &super::inputs::HostBatch,
+    positions: &[i32],
+    labels: &[i32],
+) -> Result<Vec<hlo::Literal>> {
+    let dims = [batch.batch as i64, batch.len as i64];
+    let mut args: Vec<hlo::Literal> = params.to_vec();
+    for rows in [
+        &batch.input_ids[..],
+        positions,
+        &batch.attention_mask[..],
+        &batch.token_type_ids[..],
+        labels,
+    ] {
+        args.push(hlo::Literal::from_slice(&dims, rows)?);
+    }
+    if let Some(s) = &batch.spout {
+        let width = s.len() as i64 / dims[0].max(1);
+        args.push(hlo::Literal::from_slice(&[dims[0], width], s)?);
+    }
+    Ok(args)
+}

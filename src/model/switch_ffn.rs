@@ -1,0 +1,187 @@
+//! The Switch FFN: a top-1 router sends each token to one expert, with a fixed number of
+//! slots per expert; experts are one batched weight so they can be sharded.
+//!
+//! Dispatch and combine are one-hot einsums (dot_generals): a `[G, N, E, C]` dispatch
+//! tensor places token n of group g in slot c of expert e. With `hf` semantics a group is
+//! one sequence and a dropped token passes through as `top1_prob * x`; with `original`
+//! semantics a group is a run of flattened tokens and a dropped token outputs 0.
+
+use super::config::{RouterConfig, RoutingSemantics};
+use super::nn::linear;
+use hlo::ir::DotDims;
+use hlo::{DType, Shape, Tensor};
+
+pub struct SwitchWeights<'a> {
+    /// `[E, d]`
+    pub router: &'a Tensor,
+    /// `[E, f, d]`
+    pub wi: &'a Tensor,
+    /// `[E, d, f]`
+    pub wo: &'a Tensor,
+}
+
+/// Outputs of a switch layer, for the forward pass and the auxiliary losses.
+pub struct SwitchOutput {
+    /// `[B, T, d]`: the MoE branch (before the soft bypass is added).
+    pub out: Tensor,
+    /// `[B, T, E]` router logits and softmax probabilities (f32).
+    pub logits: Tensor,
+    pub probs: Tensor,
+    /// `[B, T]` s32: the top-1 expert before capacity.
+    pub expert: Tensor,
+    /// `[B, T]` s32: 1 if the token got a slot, 0 if dropped.
+    pub kept: Tensor,
+    /// Scalar f32: `E^2 * mean_e(fraction_e * mean_prob_e)`, averaged over groups.
+    pub balance_loss: Tensor,
+}
+
+/// How tokens are grouped and how many slots each expert has per group.
+fn grouping(
+    cfg: &RouterConfig,
+    batch: i64,
+    seq: i64,
+    experts: i64,
+    training: bool,
+) -> (i64, i64, i64) {
+    match cfg.semantics {
+        RoutingSemantics::Hf => (batch, seq, cfg.expert_capacity.min(seq)),
+        RoutingSemantics::Original => {
+            let total = batch * seq;
+            let mut size = cfg.group_size.min(total).max(1);
+            while total % size != 0 {
+                size -= 1;
+            }
+            let cf = if training {
+                cfg.capacity_factor_train
+            } else {
+                cfg.capacity_factor_eval
+            };
+            let cap = ((size as f64 * cf / experts as f64) as i64)
+                .min(size)
+                .max(cfg.min_capacity);
+            (total / size, size, cap.min(size))
+        }
+    }
+}
+
+/// Routes `x [B, T, d]` through the experts. `jitter` is an optional `[B, T, d]` f32
+/// multiplier for the router input (training only). `routed` (`[B, T]` pred), when given,
+/// marks the tokens that take part in routing: the others (padding) neither take nor
+/// count towards expert slots. The reference port routes padding like any token.
+pub fn switch_ffn(
+    x: &Tensor,
+    w: &SwitchWeights,
+    cfg: &RouterConfig,
+    training: bool,
+    jitter: Option<&Tensor>,
+    routed: Option<&Tensor>,
+) -> SwitchOutput {
+    let b = x.builder();
+    let (batch, seq, d) = (x.dims()[0], x.dims()[1], x.dims()[2]);
+    let e = w.router.dims()[0];
+    let mut router_in = x.convert(DType::F32);
+    if let Some(j) = jitter {
+        router_in = router_in.mul(j);
+    }
+    let logits = linear(&router_in, &w.router.convert(DType::F32));
+    let probs = logits.softmax(-1);
+    let expert = probs.argmax(-1);
+    let top1 = probs.reduce_max(&[-1]);
+
+    let (groups, n, cap) = grouping(cfg, batch, seq, e, training);
+    let mut onehot = expert.one_hot(e, DType::F32);
+    if let Some(r) = routed {
+        onehot = onehot.mul(&r.convert(DType::F32).expand_dim(-1));
+    }
+    let onehot = onehot.reshape(&[groups, n, e]);
+    // Position of each token in its expert's queue: an inclusive cumulative count over
+    // the group, as a lower-triangular matmul.
+    let rows = b.iota(&Shape::new(DType::S32, vec![n, n]), 0);
+    let cols = b.iota(&Shape::new(DType::S32, vec![n, n]), 1);
+    let tril = cols.le(&rows).convert(DType::F32);
+    let priority = tril
+        .dot_general(
+            &onehot,
+            DotDims {
+                lhs_contracting: vec![1],
+                rhs_contracting: vec![1],
+                ..Default::default()
+            },
+        )
+        .transpose(&[1, 0, 2]); // [G, N, E]
+    let in_capacity = priority.le(&b.scalar(cap as f64, DType::F32));
+    let kept_mask = onehot.mul(&in_capacity.convert(DType::F32)); // [G, N, E]
+    let slot = priority
+        .sub_scalar(1.0)
+        .convert(DType::S32)
+        .one_hot(cap, DType::F32); // [G,N,E,C]
+    let dispatch = slot.mul(&kept_mask.expand_dim(-1)).convert(x.dtype());
+
+    let xg = x.reshape(&[groups, n, d]);
+    let expert_in = dispatch.dot_general(
+        &xg,
+        DotDims {
+            lhs_batch: vec![0],
+            rhs_batch: vec![0],
+            lhs_contracting: vec![1],
+            rhs_contracting: vec![1],
+        },
+    ); // [G, E, C, d]
+    let hidden = expert_in
+        .dot_general(
+            w.wi,
+            DotDims {
+                lhs_batch: vec![1],
+                rhs_batch: vec![0],
+                lhs_contracting: vec![3],
+                rhs_contracting: vec![2],
+            },
+        )
+        .relu(); // [E, G, C, f]
+    let expert_out = hidden.dot_general(
+        w.wo,
+        DotDims {
+            lhs_batch: vec![0],
+            rhs_batch: vec![0],
+            lhs_contracting: vec![3],
+            rhs_contracting: vec![2],
+        },
+    ); // [E, G, C, d]
+    let combined = dispatch.dot_general(
+        &expert_out,
+        DotDims {
+            lhs_batch: vec![0],
+            rhs_batch: vec![1],
+            lhs_contracting: vec![2, 3],
+            rhs_contracting: vec![0, 2],
+        },
+    ); // [G, N, d]
+    let combined = combined.reshape(&[batch, seq, d]);
+    let kept = kept_mask.reduce_sum(&[-1]).reshape(&[batch, seq]);
+    let scale = top1.convert(x.dtype()).expand_dim(-1);
+    let out = match cfg.semantics {
+        RoutingSemantics::Hf => {
+            let dropped = kept.neg().add_scalar(1.0).convert(x.dtype()).expand_dim(-1);
+            combined.add(&dropped.mul(x)).mul(&scale)
+        }
+        RoutingSemantics::Original => combined.mul(&scale),
+    };
+
+    // Load balancing: fraction of tokens whose top-1 is e, times the mean router
+    // probability of e, per group.
+    let fraction = onehot.mean(&[1]); // [G, E]
+    let mean_prob = probs.reshape(&[groups, n, e]).mean(&[1]);
+    let balance_loss = fraction
+        .mul(&mean_prob)
+        .mean(&[0, 1])
+        .mul_scalar((e * e) as f64);
+
+    SwitchOutput {
+        out,
+        logits,
+        probs,
+        expert,
+        kept: kept.convert(DType::S32),
+        balance_loss,
+    }
+}

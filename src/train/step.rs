@@ -1,0 +1,257 @@
+//! The compiled train step: forward, loss, gradients (our autodiff), clipping and the
+//! optimizer update, as ONE program whose parameters and optimizer state are donated so
+//! they are updated in place on the device.
+//!
+//! Argument order: trainable parameters, frozen parameters, optimizer state (per
+//! trainable parameter, [`OptimizerConfig::state_names`] order), `step` f32, `lr` f32,
+//! `rng` u64[2], then the batch (`input_ids`, `positions`, `attention_mask`,
+//! `token_type_ids`, `labels`, all s32 `[B, T]`, and `spout` f32 `[B, S]` if used).
+//! Results: new trainable parameters, new optimizer state, new `rng`, then the scalars
+//! `loss`, `ce`, `z_loss`, `balance_loss`, `grad_norm`.
+
+use super::optimizer::{clip_by_global_norm, OptimizerConfig};
+use crate::model::gptsan::{forward, Params};
+use crate::model::loss::{cross_entropy, z_loss};
+use crate::model::params::{param_specs, ParamSpec};
+use crate::model::programs::declare_batch;
+use crate::model::ModelConfig;
+use anyhow::{anyhow, Result};
+use hlo::{Builder, DType, Function, Mesh, PartitionSpec, Shape, Tensor};
+
+/// Which loss the step minimises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossKind {
+    /// The port's plain mean cross entropy (for parity with its fixtures).
+    Plain,
+    /// The original's: cross entropy + z-loss + load balancing (SPEC 4.2).
+    Original,
+}
+
+/// Everything that fixes the train step's program.
+#[derive(Clone, Debug)]
+pub struct StepSpec {
+    pub batch: i64,
+    pub len: i64,
+    pub spout: bool,
+    pub optimizer: OptimizerConfig,
+    pub loss: LossKind,
+    /// Global-norm clipping threshold (0: none).
+    pub clip_norm: f64,
+    /// Apply weight decay to every parameter (PyTorch's default), not only to the
+    /// matrices marked for it.
+    pub decay_all: bool,
+    /// Router jitter and capacity factor of training (false: evaluation behaviour).
+    pub training: bool,
+    /// Names of parameters that are not trained (no gradient, no optimizer state).
+    pub frozen: Vec<String>,
+    /// Device mesh for SPMD (None: one device).
+    pub mesh: Option<Mesh>,
+}
+
+/// The parameters split into trainable and frozen, in argument order.
+pub fn split_params(cfg: &ModelConfig, frozen: &[String]) -> (Vec<ParamSpec>, Vec<ParamSpec>) {
+    param_specs(cfg)
+        .into_iter()
+        .partition(|s| !frozen.contains(&s.name))
+}
+
+/// How a parameter is laid out over a `data` x `model` mesh: experts and attention heads
+/// split over `model`, everything else replicated.
+pub fn param_sharding(spec: &ParamSpec, mesh: &Mesh) -> PartitionSpec {
+    let rank = spec.dims.len();
+    let mut dims: Vec<Option<&str>> = vec![None; rank];
+    if mesh.axis_size("model").unwrap_or(1) > 1 {
+        let n = &spec.name;
+        if n.contains(".mlp.experts.") {
+            dims[0] = Some("model");
+        } else if n.ends_with("q_proj.weight")
+            || n.ends_with("k_proj.weight")
+            || n.ends_with("v_proj.weight")
+        {
+            dims[0] = Some("model");
+        } else if n.ends_with("out_proj.weight") {
+            dims[1] = Some("model");
+        }
+    }
+    PartitionSpec::new(&dims)
+}
+
+fn batch_sharding(mesh: Option<&Mesh>, rank: usize) -> Option<PartitionSpec> {
+    let mesh = mesh?;
+    let mut dims: Vec<Option<&str>> = vec![None; rank];
+    if mesh.axis_size("data").unwrap_or(1) > 1 {
+        dims[0] = Some("data");
+    }
+    Some(PartitionSpec::new(&dims))
+}
+
+/// Builds the train-step program.
+pub fn train_step_program(cfg: &ModelConfig, spec: &StepSpec) -> Result<Function> {
+    let b = Builder::new("train_step");
+    if let Some(m) = &spec.mesh {
+        b.set_mesh(m.clone());
+    }
+    let (trainable, frozen) = split_params(cfg, &spec.frozen);
+    let declare = |s: &ParamSpec| match &spec.mesh {
+        Some(m) => b.parameter_sharded(
+            &s.name,
+            Shape::new(DType::F32, s.dims.clone()),
+            param_sharding(s, m),
+        ),
+        None => b.parameter(&s.name, Shape::new(DType::F32, s.dims.clone())),
+    };
+    let train_t: Vec<Tensor> = trainable.iter().map(declare).collect();
+    let frozen_t: Vec<Tensor> = frozen.iter().map(declare).collect();
+    let mut state_t: Vec<Vec<Tensor>> = Vec::new();
+    for s in &trainable {
+        let names = spec.optimizer.state_names(s.dims.len());
+        let dims = spec.optimizer.state_dims(&s.dims);
+        let same_layout = dims[0] == s.dims;
+        let st = names
+            .iter()
+            .zip(dims)
+            .map(|(suffix, d)| {
+                let name = format!("{}.{suffix}", s.name);
+                match &spec.mesh {
+                    Some(m) if same_layout => {
+                        b.parameter_sharded(&name, Shape::new(DType::F32, d), param_sharding(s, m))
+                    }
+                    _ => b.parameter(&name, Shape::new(DType::F32, d)),
+                }
+            })
+            .collect();
+        state_t.push(st);
+    }
+    let step = b.parameter("step", Shape::scalar(DType::F32));
+    let lr = b.parameter("lr", Shape::scalar(DType::F32));
+    let rng = b.parameter("rng", Shape::new(DType::U64, vec![2]));
+    let (batch, labels) = declare_batch(&b, cfg, spec.batch, spec.len, spec.spout);
+    let _ = batch_sharding(spec.mesh.as_ref(), 2);
+
+    let mut names: Vec<String> = trainable.iter().map(|s| s.name.clone()).collect();
+    names.extend(frozen.iter().map(|s| s.name.clone()));
+    let mut all = train_t.clone();
+    all.extend(frozen_t.iter().cloned());
+    let params = Params::from_tensors(&names, all);
+
+    // Router jitter: x * U(1-j, 1+j), one draw per switch layer.
+    let mut rng_state = rng.clone();
+    let jitter = if spec.training && cfg.router.jitter > 0.0 {
+        let dims = [spec.batch, spec.len, cfg.d_model];
+        let mut js = Vec::new();
+        for _ in 0..cfg.num_switch_layers {
+            let (st, u) = b.uniform(
+                &rng_state,
+                &dims,
+                1.0 - cfg.router.jitter,
+                1.0 + cfg.router.jitter,
+            );
+            rng_state = st;
+            js.push(u);
+        }
+        Some(js)
+    } else {
+        None
+    };
+    let out = forward(cfg, &params, &batch, spec.training, jitter.as_ref());
+    let (ce, lse, valid) = cross_entropy(&out.logits, &labels);
+    let z = z_loss(&lse, &valid);
+    let mut balance = b.scalar(0.0, DType::F32);
+    for r in &out.routers {
+        balance = balance.add(&r.balance_loss);
+    }
+    let loss = match spec.loss {
+        LossKind::Plain => ce.clone(),
+        LossKind::Original => ce
+            .add(&z.mul_scalar(cfg.router.z_loss_coef))
+            .add(&balance.mul_scalar(cfg.router.balance_loss_coef)),
+    };
+
+    let grads = hlo::autodiff::grad(&loss, &train_t)
+        .map_err(|e| anyhow!("differentiating the loss: {e}"))?;
+    let (grads, grad_norm) = clip_by_global_norm(&grads, spec.clip_norm);
+    let mut new_params = Vec::new();
+    let mut new_state = Vec::new();
+    for (i, s) in trainable.iter().enumerate() {
+        let decay = spec.decay_all || s.decay;
+        let (p, st) = spec
+            .optimizer
+            .update(&train_t[i], &grads[i], &state_t[i], &lr, &step, decay);
+        new_params.push(p);
+        new_state.extend(st);
+    }
+
+    let mut outputs: Vec<(String, Tensor)> = Vec::new();
+    for (s, p) in trainable.iter().zip(&new_params) {
+        outputs.push((s.name.clone(), p.clone()));
+    }
+    let flat_state: Vec<Tensor> = state_t.iter().flatten().cloned().collect();
+    for (i, st) in new_state.iter().enumerate() {
+        outputs.push((format!("state.{i}"), st.clone()));
+    }
+    outputs.push(("rng".into(), rng_state));
+    for (n, t) in [
+        ("loss", &loss),
+        ("ce", &ce),
+        ("z_loss", &z),
+        ("balance_loss", &balance),
+        ("grad_norm", &grad_norm),
+    ] {
+        outputs.push((n.into(), t.clone()));
+    }
+    let refs: Vec<(&str, &Tensor)> = outputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut f = b.build_named(&refs)?;
+
+    // Donate parameters, optimizer state and the rng state to their new values.
+    let n_train = trainable.len();
+    let n_frozen = frozen.len();
+    for i in 0..n_train {
+        f.donate(i, i).map_err(|e| anyhow!(e))?;
+    }
+    let state_base = n_train + n_frozen;
+    for i in 0..flat_state.len() {
+        f.donate(state_base + i, n_train + i)
+            .map_err(|e| anyhow!(e))?;
+    }
+    let rng_arg = state_base + flat_state.len() + 2;
+    f.donate(rng_arg, n_train + flat_state.len())
+        .map_err(|e| anyhow!(e))?;
+    if let Some(mesh) = &spec.mesh {
+        shard_outputs(&mut f, &trainable, mesh);
+        shard_batch_args(&mut f, rng_arg + 1, mesh);
+    }
+    Ok(f)
+}
+
+/// New parameters and state keep their inputs' layout; scalars are replicated.
+fn shard_outputs(f: &mut Function, trainable: &[ParamSpec], mesh: &Mesh) {
+    let n = trainable.len();
+    for (i, s) in trainable.iter().enumerate() {
+        f.outputs[i].sharding = Some(param_sharding(s, mesh));
+    }
+    let n_frozen = f.params.len();
+    let _ = n_frozen;
+    for i in n..f.outputs.len() {
+        let out_shape = f.value_shape(f.outputs[i].value).clone();
+        // Optimizer state outputs mirror the matching state argument's layout.
+        let spec = f
+            .params
+            .iter()
+            .find(|p| p.alias_output == Some(i))
+            .and_then(|p| p.sharding.clone())
+            .unwrap_or_else(|| PartitionSpec::replicated(out_shape.rank()));
+        f.outputs[i].sharding = Some(spec);
+    }
+}
+
+/// The batch arguments split over `data`.
+fn shard_batch_args(f: &mut Function, first_batch_arg: usize, mesh: &Mesh) {
+    for p in f.params.iter_mut().skip(first_batch_arg) {
+        p.sharding = batch_sharding(Some(mesh), p.shape.rank());
+    }
+    for p in f.params.iter_mut() {
+        if p.sharding.is_none() {
+            p.sharding = Some(PartitionSpec::replicated(p.shape.rank()));
+        }
+    }
+}

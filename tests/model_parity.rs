@@ -1,0 +1,279 @@
+//! The model against the reference port's fixture (../shared/fixtures/hf-tiny): every
+//! forward case's logits, hidden states and router choices, and the loss.
+
+mod common;
+
+use gptsan::model::checkpoint::{load_model_dir, read_safetensors};
+use gptsan::model::inputs::{int_rows, HostBatch, PositionRule};
+use gptsan::model::programs::{forward_args, forward_program, ForwardShape};
+use hlo::Literal;
+use std::collections::BTreeMap;
+
+fn max_abs_diff(a: &Literal, b: &Literal) -> f64 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    a.to_f64_vec()
+        .iter()
+        .zip(b.to_f64_vec())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+pub fn host_batch(cases: &BTreeMap<String, Literal>, case: &str) -> (HostBatch, Vec<i32>) {
+    let get = |k: &str| cases.get(&format!("{case}/{k}"));
+    let ids_lit = get("input.input_ids").expect("input ids");
+    let (b, t) = (ids_lit.dims()[0] as usize, ids_lit.dims()[1] as usize);
+    let ids = int_rows(ids_lit, "input_ids").unwrap();
+    let mask = get("input.attention_mask")
+        .map(|l| int_rows(l, "mask").unwrap())
+        .unwrap_or(vec![1; b * t]);
+    let types = get("input.token_type_ids")
+        .map(|l| int_rows(l, "types").unwrap())
+        .unwrap_or(vec![0; b * t]);
+    let labels = get("labels")
+        .map(|l| int_rows(l, "labels").unwrap())
+        .unwrap_or(vec![-100; b * t]);
+    let spout = get("input.spout").map(|l| l.to_vec::<f32>().unwrap());
+    (
+        HostBatch {
+            batch: b,
+            len: t,
+            input_ids: ids,
+            attention_mask: mask,
+            token_type_ids: types,
+            spout,
+        },
+        labels,
+    )
+}
+
+type Runner = dyn Fn(&hlo::Function, &[Literal]) -> Vec<Literal>;
+
+pub fn check_forward_cases(run: &Runner) {
+    let (cfg, params) = load_model_dir(&common::hf_tiny()).unwrap();
+    let cases = read_safetensors(&common::hf_tiny().join("cases.safetensors")).unwrap();
+    for case in ["plain", "prefix", "spout", "padding", "spout_leftpad"] {
+        let (batch, labels) = host_batch(&cases, case);
+        let positions = batch.positions(cfg.context, PositionRule::Reference);
+        let shape = ForwardShape {
+            batch: batch.batch as i64,
+            len: batch.len as i64,
+            spout: batch.spout.is_some(),
+            grads: false,
+        };
+        let f = forward_program(&cfg, shape).unwrap();
+        let args = forward_args(&params, &batch, &positions, &labels).unwrap();
+        let out = run(&f, &args);
+        let names: Vec<String> = f.outputs.iter().map(|o| o.name.clone().unwrap()).collect();
+        let get = |n: &str| &out[names.iter().position(|x| x == n).unwrap()];
+        let mut checked = 0;
+        for (key, expected) in cases.range(format!("{case}/")..format!("{case}0")) {
+            let name = key.trim_start_matches(&format!("{case}/"));
+            let ours = match name {
+                "logits" | "last_hidden_state" | "loss" => get(name),
+                n if n.starts_with("hidden_states.") => get(n),
+                n if n.starts_with("router.")
+                    && (n.ends_with(".probs")
+                        || n.ends_with(".expert")
+                        || n.ends_with(".kept")) =>
+                {
+                    get(n)
+                }
+                _ => continue,
+            };
+            let diff = max_abs_diff(ours, expected);
+            assert!(diff <= 1e-4, "case {case}: {name} differs by {diff}");
+            checked += 1;
+        }
+        assert!(
+            checked >= 10,
+            "case {case}: only {checked} tensors compared"
+        );
+    }
+}
+
+#[test]
+fn forward_cases_match_the_reference_on_the_interpreter() {
+    check_forward_cases(&|f, args| hlo::interpret::evaluate(f, args).expect("interpreter runs"));
+}
+
+/// Gradients of the port's loss for the `train_plain` / `train_spout` cases.
+pub fn check_gradients(run: &Runner, train_case: &str, source_case: &str) {
+    let (cfg, params) = load_model_dir(&common::hf_tiny()).unwrap();
+    let cases = read_safetensors(&common::hf_tiny().join("cases.safetensors")).unwrap();
+    let (batch, labels) = host_batch(&cases, source_case);
+    let positions = batch.positions(cfg.context, PositionRule::Reference);
+    let shape = ForwardShape {
+        batch: 2,
+        len: 20,
+        spout: batch.spout.is_some(),
+        grads: true,
+    };
+    let f = forward_program(&cfg, shape).unwrap();
+    let out = run(
+        &f,
+        &forward_args(&params, &batch, &positions, &labels).unwrap(),
+    );
+    let names: Vec<String> = f.outputs.iter().map(|o| o.name.clone().unwrap()).collect();
+    let grads: Vec<Literal> = names
+        .iter()
+        .zip(&out)
+        .filter(|(n, _)| n.starts_with("grad.model") || *n == "grad.final_logits_bias")
+        .map(|(_, l)| l.clone())
+        .collect();
+    let port = gptsan::model::checkpoint::tensors_for_save(&cfg, &grads);
+    let mut checked = 0;
+    for (name, ours) in &port {
+        if let Some(expected) = cases.get(&format!("{train_case}/grad.{name}")) {
+            let diff = max_abs_diff(ours, expected);
+            assert!(diff <= 1e-4, "{train_case}: grad.{name} differs by {diff}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} gradients compared");
+    let loss = &out[names.iter().position(|n| n == "loss").unwrap()];
+    assert!(max_abs_diff(loss, &cases[&format!("{train_case}/loss")]) <= 1e-4);
+    let norm = &out[names.iter().position(|n| n == "grad_global_norm").unwrap()];
+    assert!(max_abs_diff(norm, &cases[&format!("{train_case}/grad_global_norm")]) <= 1e-4);
+}
+
+#[test]
+fn gradients_match_the_reference_on_the_interpreter() {
+    check_gradients(
+        &|f, args| hlo::interpret::evaluate(f, args).expect("interpreter runs"),
+        "train_plain",
+        "plain",
+    );
+}
+
+fn on_device(f: &hlo::Function, args: &[Literal]) -> Vec<Literal> {
+    let dev = gptsan::device::Device::shared().expect("PJRT CPU plugin");
+    dev.compile(f)
+        .expect("compiles")
+        .run_literals(args)
+        .expect("runs")
+}
+
+#[test]
+fn forward_cases_match_the_reference_on_the_cpu_plugin() {
+    check_forward_cases(&on_device);
+}
+
+#[test]
+fn gradients_match_the_reference_on_the_cpu_plugin() {
+    check_gradients(&on_device, "train_plain", "plain");
+    check_gradients(&on_device, "train_spout", "spout");
+}
+
+/// One AdamW step configured as the fixture (lr 1e-3, betas 0.9/0.999, eps 1e-8, weight
+/// decay 0.01 on every parameter, as PyTorch's default group does) gives the fixture's
+/// parameters, and the loss on the same batch afterwards.
+fn check_adamw_step(train_case: &str, source_case: &str, frozen_extra: &[&str]) {
+    use gptsan::train::optimizer::OptimizerConfig;
+    use gptsan::train::step::{split_params, train_step_program, LossKind, StepSpec};
+    let (cfg, params) = load_model_dir(&common::hf_tiny()).unwrap();
+    let cases = read_safetensors(&common::hf_tiny().join("cases.safetensors")).unwrap();
+    let (batch, labels) = host_batch(&cases, source_case);
+    let positions = batch.positions(cfg.context, PositionRule::Reference);
+    // The port's final_logits_bias is a buffer; parameters without a gradient are skipped
+    // by torch's AdamW (no decay either).
+    let mut frozen = vec!["final_logits_bias".to_string()];
+    frozen.extend(frozen_extra.iter().map(|s| s.to_string()));
+    let spec = StepSpec {
+        batch: 2,
+        len: 20,
+        spout: batch.spout.is_some(),
+        optimizer: OptimizerConfig::Adamw {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        },
+        loss: LossKind::Plain,
+        clip_norm: 0.0,
+        decay_all: true,
+        training: false,
+        frozen: frozen.clone(),
+        mesh: None,
+    };
+    let f = train_step_program(&cfg, &spec).unwrap();
+    let (trainable, frozen_specs) = split_params(&cfg, &frozen);
+    let specs = gptsan::model::param_specs(&cfg);
+    let value = |name: &str| params[specs.iter().position(|s| s.name == name).unwrap()].clone();
+    let mut args: Vec<Literal> = trainable.iter().map(|s| value(&s.name)).collect();
+    args.extend(frozen_specs.iter().map(|s| value(&s.name)));
+    for s in &trainable {
+        for dims in spec.optimizer.state_dims(&s.dims) {
+            args.push(Literal::zeros(hlo::Shape::new(hlo::DType::F32, dims)));
+        }
+    }
+    args.push(Literal::scalar(1.0f32));
+    args.push(Literal::scalar(1e-3f32));
+    args.push(Literal::from_slice(&[2], &[0u64, 0]).unwrap());
+    let fwd = forward_args(&[], &batch, &positions, &labels).unwrap();
+    args.extend(fwd);
+    let out = on_device(&f, &args);
+    let loss = &out[f
+        .outputs
+        .iter()
+        .position(|o| o.name.as_deref() == Some("loss"))
+        .unwrap()];
+    assert!(max_abs_diff(loss, &cases[&format!("{train_case}/loss")]) <= 1e-4);
+
+    // Parameters after the step, in our order, then in the port's names.
+    let mut after: Vec<Literal> = Vec::new();
+    for s in &specs {
+        match trainable.iter().position(|t| t.name == s.name) {
+            Some(i) => after.push(out[i].clone()),
+            None => after.push(value(&s.name)),
+        }
+    }
+    let port = gptsan::model::checkpoint::tensors_for_save(&cfg, &after);
+    let mut checked = 0;
+    for (name, ours) in &port {
+        if let Some(expected) = cases.get(&format!("{train_case}/param_after_step.{name}")) {
+            let diff = max_abs_diff(ours, expected);
+            assert!(
+                diff <= 1e-4,
+                "{train_case}: {name} after the step differs by {diff}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} parameters compared");
+
+    let fwd_f = forward_program(
+        &cfg,
+        ForwardShape {
+            batch: 2,
+            len: 20,
+            spout: batch.spout.is_some(),
+            grads: false,
+        },
+    )
+    .unwrap();
+    let res = on_device(
+        &fwd_f,
+        &forward_args(&after, &batch, &positions, &labels).unwrap(),
+    );
+    let loss_after = &res[fwd_f
+        .outputs
+        .iter()
+        .position(|o| o.name.as_deref() == Some("loss"))
+        .unwrap()];
+    let diff = max_abs_diff(loss_after, &cases[&format!("{train_case}/loss_after_step")]);
+    assert!(
+        diff <= 1e-4,
+        "{train_case}: loss after the step differs by {diff}"
+    );
+}
+
+#[test]
+fn one_adamw_step_matches_the_reference() {
+    let spout: Vec<String> = (0..=16)
+        .step_by(2)
+        .map(|i| format!("model.spout.{i}.weight"))
+        .collect();
+    let spout_refs: Vec<&str> = spout.iter().map(String::as_str).collect();
+    check_adamw_step("train_plain", "plain", &spout_refs);
+    check_adamw_step("train_spout", "spout", &[]);
+}
