@@ -111,6 +111,15 @@ pub fn num_partitions(f: &Function) -> i64 {
 /// A function without a mesh is a single-device program: its sharding annotations
 /// (parameters, outputs, constraints) are dropped, so the same model code builds for one
 /// device. With a mesh, every annotation is checked against it.
+///
+/// ```
+/// use hlo::{to_stablehlo, Builder, DType, EmitOptions, Shape};
+/// let b = Builder::new("double");
+/// let x = b.parameter("x", Shape::new(DType::F32, [3]));
+/// let f = b.build(&[&x.add(&x)]).unwrap();
+/// let text = to_stablehlo(&f, &EmitOptions::default()).unwrap();
+/// assert!(text.contains("%1 = stablehlo.add %x, %x : tensor<3xf32>"));
+/// ```
 pub fn to_stablehlo(f: &Function, opts: &EmitOptions) -> Result<String, EmitError> {
     Emitter::new(f, opts)?.run()
 }
