@@ -3,8 +3,10 @@
 //! its autodiff, lowered to StableHLO and run through PJRT plugins by `runtime`.
 
 pub mod cli;
+pub mod corpus;
 pub mod data;
 pub mod device;
 pub mod generate;
 pub mod model;
+pub mod tokenizer;
 pub mod train;

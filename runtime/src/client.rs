@@ -164,6 +164,12 @@ impl Client {
             tracing::warn!("ignoring cpu_device_count: the chosen plugin is not the CPU plugin");
         }
         let client = Client::from_plugin_path(&discovery.path, &options)?;
+        let (major, minor) = client.api_version();
+        tracing::info!(
+            "{} (PJRT API {major}.{minor}, {} devices)",
+            discovery.explain(),
+            client.device_count()
+        );
         Ok((client, discovery))
     }
 

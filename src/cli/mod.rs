@@ -5,6 +5,8 @@ use clap::{Parser, Subcommand};
 
 pub mod bench;
 pub mod devices;
+pub mod forward;
+pub mod generate;
 pub mod params;
 pub mod tokenize;
 pub mod vocab;
@@ -30,6 +32,11 @@ pub enum Command {
     /// Build a vocabulary from a corpus.
     #[command(subcommand)]
     Vocab(vocab::Command),
+    /// Run a checkpoint on token ids; write logits, hidden states, router choices, loss
+    /// and optionally gradients to safetensors.
+    Forward(forward::Args),
+    /// Generate text with a KV cache (greedy, top-k, top-p), optionally steered by spout.
+    Generate(generate::Args),
     /// Parameter counts per group for a model config (nothing is allocated).
     Params(params::Args),
     /// Benchmarks (tokenizer, ...).
@@ -42,6 +49,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Devices(args) => devices::run(args),
         Command::Tokenize(cmd) => tokenize::run(cmd),
         Command::Vocab(cmd) => vocab::run(cmd),
+        Command::Forward(args) => forward::run(args),
+        Command::Generate(args) => generate::run(args),
         Command::Params(args) => params::run(args),
         Command::Bench(cmd) => bench::run(cmd),
     }

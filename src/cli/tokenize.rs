@@ -1,15 +1,304 @@
-//! `gptsan tokenize encode|decode`.
+//! `gptsan tokenize encode|decode`: JSONL (or plain text) in, JSONL (or plain text) out.
+//!
+//! The whole input is read and validated first (UTF-8, JSON, ids in range) so an error
+//! never leaves partial output; `--output` files are written to a temporary file and
+//! renamed into place.
 
-use anyhow::{bail, Result};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ParallelProgressIterator, ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+use crate::tokenizer::{DecodeOptions, Tokenizer};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
-    /// Encode text to ids.
-    Encode,
-    /// Decode ids to text.
-    Decode,
+    /// Encode text to ids: JSONL `{"text": ...}` lines in, `{"ids": [...]}` lines out.
+    Encode(EncodeArgs),
+    /// Decode ids to text: JSONL `{"ids": [...]}` lines in, `{"text": ...}` lines out.
+    Decode(DecodeArgs),
 }
 
-pub fn run(_cmd: Command) -> Result<()> {
-    bail!("`gptsan tokenize` is not built yet")
+/// Which vocabulary to use (the built-in default when none is given).
+#[derive(clap::Args, Debug, Clone)]
+pub struct VocabArgs {
+    /// Vocabulary file (`ja-swe36k.txt` or `vocab.txt`). Default: the built-in vocabulary.
+    #[arg(long)]
+    pub vocab: Option<PathBuf>,
+    /// Emoji table (`emoji.json`). Default: `emoji.json` next to --vocab.
+    #[arg(long)]
+    pub emoji: Option<PathBuf>,
+}
+
+impl VocabArgs {
+    /// Loads the tokenizer these arguments name.
+    pub fn load(&self) -> Result<Tokenizer> {
+        match (&self.vocab, &self.emoji) {
+            (None, None) => Ok(Tokenizer::builtin().clone()),
+            (None, Some(_)) => bail!("--emoji needs --vocab"),
+            (Some(v), e) => {
+                let emoji = match e {
+                    Some(e) => e.clone(),
+                    None => v.parent().unwrap_or(Path::new(".")).join("emoji.json"),
+                };
+                Tokenizer::from_files(v, &emoji)
+            }
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EncodeArgs {
+    #[command(flatten)]
+    pub vocab: VocabArgs,
+    /// Replace URLs, e-mail, phone numbers, dates, prices and box drawing by placeholders.
+    #[arg(long)]
+    pub clean: bool,
+    /// Input file (default: stdin).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Output file (default: stdout), written atomically.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Plain text: one text per input line, space-separated ids per output line.
+    #[arg(long)]
+    pub plain: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DecodeArgs {
+    #[command(flatten)]
+    pub vocab: VocabArgs,
+    /// Input file (default: stdin).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Output file (default: stdout), written atomically.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Plain text: space-separated ids per input line, one text per output line.
+    #[arg(long)]
+    pub plain: bool,
+    /// Decode as generated text: expand `<|bagoftoken|>`, drop other special tokens.
+    #[arg(long)]
+    pub generated: bool,
+}
+
+pub fn run(cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Encode(a) => encode(a),
+        Command::Decode(a) => decode(a),
+    }
+}
+
+/// Input lines as `&str`, each checked for UTF-8 (errors name the line). A final line
+/// end does not start a new line; a CR before LF is dropped.
+fn read_lines(input: &Option<PathBuf>) -> Result<(String, Vec<(usize, std::ops::Range<usize>)>)> {
+    let name = input
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "stdin".to_string());
+    let mut bytes = Vec::new();
+    match input {
+        Some(p) => {
+            bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+        }
+        None => {
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .context("reading stdin")?;
+        }
+    }
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let valid = e.utf8_error().valid_up_to();
+            let line = e.as_bytes()[..valid]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1;
+            bail!("{name}: line {line}: invalid UTF-8");
+        }
+    };
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    let mut n = 0;
+    while start < text.len() {
+        n += 1;
+        let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+        let mut line_end = end;
+        if text[start..line_end].ends_with('\r') {
+            line_end -= 1;
+        }
+        ranges.push((n, start..line_end));
+        start = end + 1;
+    }
+    Ok((text, ranges))
+}
+
+fn progress(n: usize) -> ProgressBar {
+    if n < 10_000 {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(n as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} lines {per_sec} {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Writes the finished output: to stdout in one go, or atomically to a file.
+fn write_output(output: &Option<PathBuf>, data: &[u8]) -> Result<()> {
+    match output {
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(data).context("writing stdout")?;
+            out.flush().context("writing stdout")
+        }
+        Some(p) => write_atomic(p, data),
+    }
+}
+
+/// Write to `path.tmp-<pid>`, fsync, rename over `path`.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let result = (|| -> Result<()> {
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(data)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.sync_all()
+            .with_context(|| format!("syncing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[derive(serde::Deserialize)]
+struct TextLine {
+    text: String,
+}
+
+#[derive(serde::Deserialize)]
+struct IdsLine {
+    ids: Vec<u32>,
+}
+
+fn encode(a: EncodeArgs) -> Result<()> {
+    let tok = a.vocab.load()?;
+    let (text, lines) = read_lines(&a.input)?;
+    let name = a
+        .input
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "stdin".into());
+    // Parse (and validate) everything first.
+    let texts: Vec<std::borrow::Cow<str>> = if a.plain {
+        lines
+            .iter()
+            .map(|(_, r)| std::borrow::Cow::Borrowed(&text[r.clone()]))
+            .collect()
+    } else {
+        lines
+            .par_iter()
+            .map(|(n, r)| {
+                serde_json::from_str::<TextLine>(&text[r.clone()])
+                    .map(|t| std::borrow::Cow::Owned(t.text))
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "{name}: line {n}: expected a JSON object with a \"text\" string: {e}"
+                        )
+                    })
+            })
+            .collect::<Result<_>>()?
+    };
+    let bar = progress(texts.len());
+    bar.set_message("encoding");
+    let rendered: Vec<String> = texts
+        .par_iter()
+        .progress_with(bar.clone())
+        .map(|t| {
+            let ids = tok.encode(t, a.clean);
+            if a.plain {
+                let v: Vec<String> = ids.iter().map(u32::to_string).collect();
+                v.join(" ")
+            } else {
+                let v: Vec<String> = ids.iter().map(u32::to_string).collect();
+                format!("{{\"ids\": [{}]}}", v.join(", "))
+            }
+        })
+        .collect();
+    bar.finish_and_clear();
+    let mut out = String::with_capacity(rendered.iter().map(|s| s.len() + 1).sum());
+    for r in rendered {
+        out.push_str(&r);
+        out.push('\n');
+    }
+    write_output(&a.output, out.as_bytes())
+}
+
+fn decode(a: DecodeArgs) -> Result<()> {
+    let tok = a.vocab.load()?;
+    let (text, lines) = read_lines(&a.input)?;
+    let name = a
+        .input
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "stdin".into());
+    let opts = if a.generated {
+        DecodeOptions::generated()
+    } else {
+        DecodeOptions::default()
+    };
+    let bar = progress(lines.len());
+    bar.set_message("decoding");
+    let rendered: Vec<String> = lines
+        .par_iter()
+        .progress_with(bar.clone())
+        .map(|(n, r)| {
+            let line = &text[r.clone()];
+            let ids: Vec<u32> = if a.plain {
+                line.split_whitespace()
+                    .map(|w| {
+                        w.parse::<u32>().map_err(|_| {
+                            anyhow::anyhow!("{name}: line {n}: {w:?} is not a token id")
+                        })
+                    })
+                    .collect::<Result<_>>()?
+            } else {
+                serde_json::from_str::<IdsLine>(line)
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "{name}: line {n}: expected a JSON object with an \"ids\" array of \
+                             non-negative integers: {e}"
+                        )
+                    })?
+                    .ids
+            };
+            let decoded = tok
+                .decode_with(&ids, &opts)
+                .map_err(|e| anyhow::anyhow!("{name}: line {n}: {e}"))?;
+            Ok(if a.plain {
+                decoded
+            } else {
+                format!("{{\"text\": {}}}", serde_json::Value::String(decoded))
+            })
+        })
+        .collect::<Result<_>>()?;
+    bar.finish_and_clear();
+    let mut out = String::new();
+    for r in rendered {
+        out.push_str(&r);
+        out.push('\n');
+    }
+    write_output(&a.output, out.as_bytes())
 }

@@ -12,12 +12,7 @@ use std::path::Path;
 /// Ignored target (PyTorch's `ignore_index`).
 pub const IGNORE: i32 = -100;
 
-/// One text with its class (0 = literary, 1 = conversational for the built-in corpus).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Document {
-    pub text: String,
-    pub class_id: u32,
-}
+pub use crate::corpus::Document;
 
 /// The special tokens packing needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

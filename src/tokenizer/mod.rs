@@ -1,0 +1,196 @@
+//! The GPTSAN SWE tokenizer (SPEC section 3): exact ids of the reference encoder, fast.
+//!
+//! Encoding = pre-replacements ([`normalize`]) -> emoji replacement ([`emoji`]) -> optional
+//! cleaning ([`clean`]) -> greedy segmentation ([`segment`]). Decoding lives in [`decode`].
+//! The vocabulary file format is in [`vocab`]; [`builder`] learns new vocabularies.
+//!
+//! ```no_run
+//! use gptsan::tokenizer::Tokenizer;
+//! let tok = Tokenizer::builtin();
+//! let ids = tok.encode("吾輩は猫である。", false);
+//! assert_eq!(tok.decode(&ids).unwrap(), "吾輩は猫である。");
+//! ```
+
+pub mod builder;
+pub mod clean;
+mod decode;
+pub mod emoji;
+pub mod normalize;
+mod segment;
+pub mod vocab;
+
+use std::cell::RefCell;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result};
+use rayon::prelude::*;
+
+pub use decode::DecodeOptions;
+pub use emoji::EmojiTable;
+pub use vocab::{SpecialTokens, Vocab, SPECIAL_NAMES};
+
+/// A decode error: an id the vocabulary does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("token id {id} at position {position} is out of range (vocabulary size {vocab_size})")]
+pub struct DecodeError {
+    pub id: u32,
+    pub position: usize,
+    pub vocab_size: usize,
+}
+
+/// Vocabulary + emoji table + the lookup tables built from them. Cheap to share across
+/// threads (`&Tokenizer` is `Sync`).
+#[derive(Debug, Clone)]
+pub struct Tokenizer {
+    vocab: Vocab,
+    emoji: EmojiTable,
+    segmenter: segment::Segmenter,
+    pieces: Vec<decode::Piece>,
+}
+
+thread_local! {
+    /// Per-thread code-point buffer, so encoding allocates only its output.
+    static SCRATCH: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The default vocabulary shipped in the binary (built from the built-in corpus by
+/// `gptsan vocab build`; see `data/README.md`).
+const BUILTIN_VOCAB: &str = include_str!("../../data/vocab.txt");
+const BUILTIN_EMOJI: &str = include_str!("../../data/emoji.json");
+
+impl Tokenizer {
+    /// Builds a tokenizer from a parsed vocabulary and emoji table.
+    pub fn new(vocab: Vocab, emoji: EmojiTable) -> Self {
+        let segmenter = segment::Segmenter::new(&vocab);
+        let pieces = decode::pieces(&vocab, &emoji);
+        Tokenizer {
+            vocab,
+            emoji,
+            segmenter,
+            pieces,
+        }
+    }
+
+    /// Loads `ja-swe36k.txt`/`vocab.txt` and `emoji.json`.
+    pub fn from_files(vocab: &Path, emoji: &Path) -> Result<Self> {
+        let v = Vocab::from_file(vocab)?;
+        let e = EmojiTable::from_file(emoji)?;
+        Ok(Self::new(v, e))
+    }
+
+    /// Loads a vocabulary folder holding `vocab.txt` (or `ja-swe36k.txt`) and `emoji.json`.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let vocab = ["vocab.txt", "ja-swe36k.txt"]
+            .iter()
+            .map(|n| dir.join(n))
+            .find(|p| p.is_file())
+            .with_context(|| format!("{}: no vocab.txt or ja-swe36k.txt", dir.display()))?;
+        Self::from_files(&vocab, &dir.join("emoji.json"))
+    }
+
+    /// The default tokenizer embedded in the binary (parsed once per process).
+    pub fn builtin() -> &'static Tokenizer {
+        static TOK: OnceLock<Tokenizer> = OnceLock::new();
+        TOK.get_or_init(|| {
+            let v = Vocab::from_text(BUILTIN_VOCAB, "built-in vocab.txt")
+                .expect("the shipped vocabulary is valid (checked by tests)");
+            let e = EmojiTable::from_json(BUILTIN_EMOJI.as_bytes(), "built-in emoji.json")
+                .expect("the shipped emoji table is valid (checked by tests)");
+            Tokenizer::new(v, e)
+        })
+    }
+
+    /// The vocabulary.
+    pub fn vocab(&self) -> &Vocab {
+        &self.vocab
+    }
+
+    /// The emoji table.
+    pub fn emoji(&self) -> &EmojiTable {
+        &self.emoji
+    }
+
+    /// Number of ids.
+    pub fn vocab_size(&self) -> usize {
+        self.vocab.len()
+    }
+
+    /// Special-token ids (SOT, MSK, SEP, NOT, BAG, SEG, EOT).
+    pub fn special(&self) -> SpecialTokens {
+        self.vocab.special()
+    }
+
+    /// Id of a spelling, if the vocabulary has it.
+    pub fn token_to_id(&self, spelling: &str) -> Option<u32> {
+        self.vocab.id(spelling)
+    }
+
+    /// First spelling of an id.
+    pub fn id_to_token(&self, id: u32) -> Option<&str> {
+        self.vocab.first_spelling(id)
+    }
+
+    /// Encodes a text; `clean` applies the URL/EMAIL/TEL/DATE/PRICE/BLOCK cleaning.
+    pub fn encode(&self, text: &str, clean: bool) -> Vec<u32> {
+        let mut out = Vec::with_capacity(text.len() / 2 + 4);
+        self.encode_into(text, clean, &mut out);
+        out
+    }
+
+    /// Appends the ids of `text` to `out`.
+    pub fn encode_into(&self, text: &str, clean: bool, out: &mut Vec<u32>) {
+        SCRATCH.with(|cell| {
+            let mut guard = cell.try_borrow_mut();
+            let mut local = Vec::new();
+            // Re-entrancy cannot happen here, but never panic if it did.
+            let cps: &mut Vec<u32> = match guard.as_mut() {
+                Ok(v) => v,
+                Err(_) => &mut local,
+            };
+            cps.clear();
+            let mut slow = clean;
+            if !slow {
+                let emoji = &self.emoji;
+                normalize::prereplace(text, |c| {
+                    slow |= emoji.is_trigger(c);
+                    cps.push(c as u32);
+                });
+            }
+            if slow {
+                let mut s = normalize::prereplace_string(text);
+                if let Some(replaced) = self.emoji.replace(&s) {
+                    s = replaced;
+                }
+                if clean {
+                    s = clean::clean(s);
+                }
+                cps.clear();
+                cps.extend(s.chars().map(|c| c as u32));
+            }
+            self.segmenter.segment(cps, out);
+        })
+    }
+
+    /// Encodes many texts in parallel (rayon); the result keeps the input order.
+    pub fn encode_batch<S: AsRef<str> + Sync>(&self, texts: &[S], clean: bool) -> Vec<Vec<u32>> {
+        texts
+            .par_iter()
+            .map(|t| self.encode(t.as_ref(), clean))
+            .collect()
+    }
+
+    /// Decodes ids exactly as the reference encoder does.
+    pub fn decode(&self, ids: &[u32]) -> Result<String, DecodeError> {
+        self.decode_with(ids, &DecodeOptions::default())
+    }
+
+    /// Decodes ids with explicit options (BAG expansion, dropping specials, line break).
+    pub fn decode_with(&self, ids: &[u32], opts: &DecodeOptions) -> Result<String, DecodeError> {
+        decode::decode(&self.pieces, ids, opts).map_err(|position| DecodeError {
+            id: ids[position],
+            position,
+            vocab_size: self.vocab.len(),
+        })
+    }
+}
