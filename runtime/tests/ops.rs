@@ -125,10 +125,12 @@ fn round_to(x: f64, dtype: DType) -> f64 {
     }
 }
 
-const FLOATS: [(DType, f64); 3] = [
+/// Float element types and the relative error allowed for one rounding in each.
+const FLOATS: [(DType, f64); 4] = [
     (DType::F32, 2e-6),
     (DType::F64, 1e-12),
     (DType::Bf16, 1.6e-2),
+    (DType::F16, 2e-3),
 ];
 
 // ---------- elementwise ----------
@@ -169,18 +171,31 @@ fn unary_float_ops() {
         ("cos", |t| t.cos(), f64::cos, -4.0, 4.0),
         ("sin", |t| t.sin(), f64::sin, -4.0, 4.0),
     ];
+    // One program per element type and shape, with one parameter and result per op.
     for (dtype, tol) in FLOATS {
-        for (k, (name, op, reference, lo, hi)) in cases.iter().enumerate() {
-            let mut x = random(&[3, 5], k as u64 + 1, *lo, *hi);
-            if *name == "sign" {
-                x[[0, 0]] = 0.0;
+        for dims in [&[3usize, 5][..], &[], &[7]] {
+            let inputs: Vec<ArrayD<f64>> = cases
+                .iter()
+                .enumerate()
+                .map(|(k, (name, _, _, lo, hi))| {
+                    let mut x = random(dims, k as u64 + 1, *lo, *hi);
+                    if *name == "sign" {
+                        x.iter_mut().take(1).for_each(|v| *v = 0.0);
+                    }
+                    x.mapv(|v| round_to(v, dtype))
+                })
+                .collect();
+            let args: Vec<Literal> = inputs.iter().map(|x| lit(x, dtype)).collect();
+            let out = eval(&args, |_, p| {
+                cases.iter().zip(p).map(|(c, t)| (c.1)(t)).collect()
+            });
+            for ((name, _, reference, _, _), (x, got)) in cases.iter().zip(inputs.iter().zip(&out))
+            {
+                assert_eq!(got.dtype(), dtype, "{name}");
+                let want = x.mapv(|v| round_to(reference(v), dtype));
+                // Results are rounded to the element type; allow one more rounding step.
+                close(got, &want, tol * 2.0);
             }
-            let x = x.mapv(|v| round_to(v, dtype));
-            let out = eval(&[lit(&x, dtype)], |_, p| vec![op(&p[0])]);
-            assert_eq!(out[0].dtype(), dtype, "{name}");
-            let want = x.mapv(|v| round_to(reference(v), dtype));
-            // Results are rounded to the element type; allow one more rounding step.
-            close(&out[0], &want, tol * 2.0);
         }
     }
 }
@@ -217,25 +232,43 @@ fn binary_float_ops() {
         ("rem", |a, b| a.rem(b), |a, b| a % b),
     ];
     for (dtype, tol) in FLOATS {
-        for (k, (name, op, reference)) in cases.iter().enumerate() {
-            let pos = *name == "pow";
-            let a = random(&[4, 3], 10 + k as u64, if pos { 0.1 } else { -5.0 }, 5.0)
-                .mapv(|v| round_to(v, dtype));
-            let b = random(&[4, 3], 20 + k as u64, 0.5, 3.0).mapv(|v| round_to(v, dtype));
-            // Mixed signs for the divisor of rem and div.
-            let b = if pos {
-                b
-            } else {
-                b * arr(&[3], vec![1.0, -1.0, 1.0])
-            };
-            let out = eval(&[lit(&a, dtype), lit(&b, dtype)], |_, p| {
-                vec![op(&p[0], &p[1])]
+        for dims in [&[4usize, 3][..], &[], &[5]] {
+            // Positive bases for pow; divisors of both signs, away from zero.
+            let a: Vec<ArrayD<f64>> = cases
+                .iter()
+                .enumerate()
+                .map(|(k, (name, _, _))| {
+                    let lo = if *name == "pow" { 0.1 } else { -5.0 };
+                    random(dims, 10 + k as u64, lo, 5.0).mapv(|v| round_to(v, dtype))
+                })
+                .collect();
+            let b: Vec<ArrayD<f64>> = cases
+                .iter()
+                .enumerate()
+                .map(|(k, (name, _, _))| {
+                    let y = random(dims, 20 + k as u64, 0.5, 3.0);
+                    let signs = random(dims, 30 + k as u64, -1.0, 1.0);
+                    let y = if *name == "pow" {
+                        y
+                    } else {
+                        y * signs.mapv(f64::signum)
+                    };
+                    y.mapv(|v| round_to(v, dtype))
+                })
+                .collect();
+            let mut args: Vec<Literal> = a.iter().map(|x| lit(x, dtype)).collect();
+            args.extend(b.iter().map(|x| lit(x, dtype)));
+            let n = cases.len();
+            let out = eval(&args, |_, p| {
+                (0..n).map(|k| (cases[k].1)(&p[k], &p[n + k])).collect()
             });
-            let want = ndarray::Zip::from(&a)
-                .and(&b)
-                .map_collect(|&x, &y| round_to(reference(x, y), dtype));
-            // bf16 remainder of rounded operands is exact up to the result's rounding.
-            close(&out[0], &want, tol * 2.0);
+            for (k, (name, _, reference)) in cases.iter().enumerate() {
+                let want = ndarray::Zip::from(&a[k])
+                    .and(&b[k])
+                    .map_collect(|&x, &y| round_to(reference(x, y), dtype));
+                assert_eq!(out[k].dtype(), dtype, "{name}");
+                close(&out[k], &want, tol * 2.0);
+            }
         }
     }
 }
@@ -607,19 +640,27 @@ fn slices_static_and_dynamic() {
     let i = Literal::scalar(1i32);
     let j = Literal::scalar(4i32);
     let far = Literal::scalar(100i32);
-    let out = eval(&[lit(&x, DType::F32), i, j, far], |_, t| {
+    let wide = Literal::scalar(2i64);
+    let out = eval(&[lit(&x, DType::F32), i, j, far, wide], |_, t| {
         vec![
             t[0].slice(&[1, 0], &[5, 6], &[2, 3]),
             t[0].slice_dim(1, 2, 5),
             t[0].dynamic_slice(&[t[1].clone(), t[2].clone()], &[3, 2]),
             // Start indices are clamped so the slice stays inside the tensor.
             t[0].dynamic_slice(&[t[3].clone(), t[1].clone()], &[2, 3]),
+            // Start indices of different integer types.
+            t[0].dynamic_slice(&[t[4].clone(), t[1].clone()], &[2, 2]),
+            t[0].dynamic_update_slice(&t[0].slice_dim(0, 0, 1), &[t[1].clone(), t[4].clone()]),
         ]
     });
     exact(&out[0], &x.slice(s![1..5;2, 0..6;3]).to_owned().into_dyn());
     exact(&out[1], &x.slice(s![.., 2..5]).to_owned().into_dyn());
     exact(&out[2], &x.slice(s![1..4, 4..6]).to_owned().into_dyn());
     exact(&out[3], &x.slice(s![3..5, 1..4]).to_owned().into_dyn());
+    exact(&out[4], &x.slice(s![2..4, 1..3]).to_owned().into_dyn());
+    let mut dus = x.clone();
+    dus.slice_mut(s![1..2, 0..6]).assign(&x.slice(s![0..1, ..]));
+    exact(&out[5], &dus);
 }
 
 #[test]

@@ -9,7 +9,6 @@
 use crate::dtype::DType;
 use crate::literal::Literal;
 use half::{bf16, f16};
-use std::fmt::Write;
 
 /// Arrays with at most this many elements print as nested lists.
 const MAX_LIST_ELEMENTS: i64 = 64;
@@ -34,13 +33,17 @@ pub fn dense_attr(lit: &Literal) -> String {
         out.push('>');
         return out;
     }
-    let mut out = String::with_capacity(lit.bytes().len() * 2 + 12);
-    out.push_str("dense<\"0x");
+    // Large constants (embedding tables baked into a program) can be many megabytes:
+    // hex-encode through a table rather than the formatter.
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = Vec::with_capacity(lit.bytes().len() * 2 + 12);
+    out.extend_from_slice(b"dense<\"0x");
     for b in lit.bytes() {
-        write!(out, "{b:02X}").expect("writing to a String");
+        out.push(HEX[(b >> 4) as usize]);
+        out.push(HEX[(b & 15) as usize]);
     }
-    out.push_str("\">");
-    out
+    out.extend_from_slice(b"\">");
+    String::from_utf8(out).expect("ASCII hex digits")
 }
 
 /// `[[a, b], [c, d]]` over row-major element texts.

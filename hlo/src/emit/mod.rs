@@ -111,6 +111,15 @@ pub fn num_partitions(f: &Function) -> i64 {
 /// A function without a mesh is a single-device program: its sharding annotations
 /// (parameters, outputs, constraints) are dropped, so the same model code builds for one
 /// device. With a mesh, every annotation is checked against it.
+///
+/// ```
+/// use hlo::{to_stablehlo, Builder, DType, EmitOptions, Shape};
+/// let b = Builder::new("double");
+/// let x = b.parameter("x", Shape::new(DType::F32, [3]));
+/// let f = b.build(&[&x.add(&x)]).unwrap();
+/// let text = to_stablehlo(&f, &EmitOptions::default()).unwrap();
+/// assert!(text.contains("%1 = stablehlo.add %x, %x : tensor<3xf32>"));
+/// ```
 pub fn to_stablehlo(f: &Function, opts: &EmitOptions) -> Result<String, EmitError> {
     Emitter::new(f, opts)?.run()
 }
@@ -165,6 +174,8 @@ struct Emitter<'a> {
     refs: Vec<Vec<String>>,
     /// Names of the function arguments, by parameter index.
     arg_names: Vec<String>,
+    /// For each node, the name of the first named output it produces (a fallback name).
+    output_names: Vec<Option<String>>,
     live: Vec<bool>,
     body: String,
 }
@@ -190,7 +201,14 @@ impl<'a> Emitter<'a> {
             .enumerate()
             .map(|(i, p)| namer.fresh(&p.name, i))
             .collect();
+        let mut output_names = vec![None; f.nodes.len()];
+        for o in f.outputs.iter().rev() {
+            if o.name.is_some() {
+                output_names[o.value.node] = o.name.clone();
+            }
+        }
         Ok(Emitter {
+            output_names,
             f,
             opts,
             mesh: f.mesh.as_ref(),
@@ -331,13 +349,7 @@ impl<'a> Emitter<'a> {
         let base = node
             .name
             .clone()
-            .or_else(|| {
-                self.f
-                    .outputs
-                    .iter()
-                    .find(|o| o.value.node == id)
-                    .and_then(|o| o.name.clone())
-            })
+            .or_else(|| self.output_names[id].clone())
             .map(|n| self.namer.fresh(&n, id))
             // Unnamed values are numbered by node; numbers never clash with names.
             .unwrap_or_else(|| id.to_string());

@@ -7,6 +7,7 @@
 use super::constant::{dense_attr, reduce_init};
 use super::sharding;
 use super::{Emitter, Partitioner};
+use crate::dtype::DType;
 use crate::ir::{compare_type, CompareDirection, Op, ReduceKind, RngAlgorithm};
 use crate::shape::Shape;
 use std::fmt::Write;
@@ -17,12 +18,40 @@ pub(super) fn emit(e: &mut Emitter, id: usize) -> Result<(), String> {
     let f = e.f;
     let node = &f.nodes[id];
     check_arity(&node.op, node.operands.len(), node.outputs.len())?;
-    let args: Vec<String> = node.operands.iter().map(|v| e.value(*v)).collect();
-    let arg_types: Vec<String> = node
+    let mut args: Vec<String> = node.operands.iter().map(|v| e.value(*v)).collect();
+    let mut arg_types: Vec<String> = node
         .operands
         .iter()
         .map(|v| f.value_shape(*v).mlir_type())
         .collect();
+    // StableHLO wants all start indices of one type; the IR allows any integer scalars.
+    let first_index = match node.op {
+        Op::DynamicSlice { .. } => 1,
+        Op::DynamicUpdateSlice => 2,
+        _ => args.len(),
+    };
+    if args.len() > first_index
+        && arg_types[first_index..]
+            .iter()
+            .any(|t| *t != arg_types[first_index])
+    {
+        let s64 = Shape::scalar(DType::S64).mlir_type();
+        for k in first_index..args.len() {
+            if arg_types[k] != s64 {
+                let name = format!("%{}", e.namer.fresh(&format!("index_{id}_{k}"), id));
+                line(
+                    e,
+                    &name,
+                    &format!(
+                        "stablehlo.convert {} : ({}) -> {s64}",
+                        args[k], arg_types[k]
+                    ),
+                );
+                args[k] = name;
+                arg_types[k] = s64.clone();
+            }
+        }
+    }
     let out_type = results_type(&node.outputs);
     // `(operand types) -> result type(s)`, the functional type most ops print.
     let fn_type = format!("({}) -> {out_type}", arg_types.join(", "));

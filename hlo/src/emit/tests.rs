@@ -621,3 +621,60 @@ fn malformed_functions_are_errors() {
     let lit = Literal::scalar(1.0f32);
     assert_eq!(dense_attr(&lit), "dense<1.0>");
 }
+
+#[test]
+fn mixed_start_index_types_are_converted_to_s64() {
+    let b = Builder::new("ds");
+    let x = b.parameter("x", f32s(&[4, 4]));
+    let i = b.parameter("i", Shape::scalar(DType::S32));
+    let j = b.parameter("j", Shape::scalar(DType::S64));
+    let y = x.dynamic_slice(&[i.clone(), j.clone()], &[2, 2]);
+    let z = x.dynamic_update_slice(&y, &[i, j]);
+    let text = emit(&b.build(&[&y, &z]).unwrap());
+    has_line(
+        &text,
+        "%index_3_1 = stablehlo.convert %i : (tensor<i32>) -> tensor<i64>",
+    );
+    has_line(
+        &text,
+        "%3 = stablehlo.dynamic_slice %x, %index_3_1, %j, sizes = [2, 2] : (tensor<4x4xf32>, tensor<i64>, tensor<i64>) -> tensor<2x2xf32>",
+    );
+    has_line(
+        &text,
+        "%4 = stablehlo.dynamic_update_slice %x, %3, %index_4_2, %j : (tensor<4x4xf32>, tensor<2x2xf32>, tensor<i64>, tensor<i64>) -> tensor<4x4xf32>",
+    );
+}
+
+/// Degenerate but legal programs: reductions over no dimensions, rank-0 layout ops,
+/// comparisons of booleans, a Philox state of three words.
+#[test]
+fn degenerate_forms() {
+    let b = Builder::new("degenerate");
+    let x = b.parameter("x", f32s(&[2, 3]));
+    let s = b.parameter("s", Shape::scalar(DType::F32));
+    let p = b.parameter("p", Shape::new(DType::Pred, [2]));
+    let st = b.parameter("st", Shape::new(DType::U64, [3]));
+    let none = x.reduce(ReduceKind::Sum, &[]);
+    let t0 = s.transpose(&[]).reshape(&[1, 1]).reshape(&[]);
+    let peq = p.eq(&p.not());
+    let r = b.apply(
+        Op::RngBitGenerator {
+            algorithm: RngAlgorithm::Philox,
+            shape: Shape::new(DType::U64, [2]),
+        },
+        &[&st],
+    );
+    let f = b.build(&[&none, &t0, &peq, &r[0], &r[1]]).unwrap();
+    let text = emit(&f);
+    has_line(
+        &text,
+        "%4 = stablehlo.reduce(%x init: %init_4) applies stablehlo.add across dimensions = [] : (tensor<2x3xf32>, tensor<f32>) -> tensor<2x3xf32>",
+    );
+    has_line(
+        &text,
+        "%8 = stablehlo.compare EQ, %p, %7, UNSIGNED : (tensor<2xi1>, tensor<2xi1>) -> tensor<2xi1>",
+    );
+    if let Ok(dir) = std::env::var("HLO_EMIT_DUMP") {
+        std::fs::write(format!("{dir}/degenerate.shardy.1.mlir"), &text).unwrap();
+    }
+}
