@@ -58,15 +58,20 @@ impl Device {
         self.client.describe()
     }
 
-    /// Emits and compiles `f` for one device, or for its mesh.
+    /// Emits (Shardy annotations) and compiles `f` for one device, or for its mesh.
     pub fn compile(&self, f: &Function) -> Result<Program> {
-        let text = to_stablehlo(f, &EmitOptions::default())
-            .with_context(|| format!("emitting {}", f.name))?;
-        self.compile_text(f, text)
+        self.compile_with(f, &EmitOptions::default())
     }
 
-    /// Compiles already-emitted text for `f` (e.g. the GSPMD form).
-    pub fn compile_text(&self, f: &Function, text: String) -> Result<Program> {
+    /// Emits `f` with the given partitioner's annotations and compiles it.
+    pub fn compile_with(&self, f: &Function, emit: &EmitOptions) -> Result<Program> {
+        let text = to_stablehlo(f, emit).with_context(|| format!("emitting {}", f.name))?;
+        let shardy = emit.partitioner == hlo::emit::Partitioner::Shardy;
+        self.compile_text(f, text, shardy)
+    }
+
+    /// Compiles already-emitted text for `f`; `shardy` says which annotations it carries.
+    pub fn compile_text(&self, f: &Function, text: String, shardy: bool) -> Result<Program> {
         let partitions = f.mesh.as_ref().map(|m| m.device_count()).unwrap_or(1);
         if partitions as usize > self.device_count() {
             bail!(
@@ -77,6 +82,7 @@ impl Device {
         }
         let options = if partitions > 1 {
             let mut o = CompileOptions::spmd(partitions);
+            o.use_shardy_partitioner = shardy;
             o.device_assignment = Some(vec![(0..partitions).collect()]);
             o
         } else {

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 pub mod bench;
 pub mod devices;
+pub mod export;
 pub mod forward;
 pub mod generate;
 pub mod params;
@@ -40,6 +41,8 @@ pub enum Command {
     Generate(generate::Args),
     /// Train a model (default: configs/tiny.toml on the built-in corpus), then print samples.
     Train(train::Args),
+    /// Export the StableHLO text and executables of every program, with a manifest.
+    Export(export::Args),
     /// Parameter counts per group for a model config (nothing is allocated).
     Params(params::Args),
     /// Benchmarks (tokenizer, ...).
@@ -54,6 +57,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Vocab(cmd) => vocab::run(cmd),
         Command::Forward(args) => forward::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Export(args) => export::run(args),
         Command::Params(args) => params::run(args),
         Command::Train(args) => train::run(args),
         Command::Bench(cmd) => bench::run(cmd),
