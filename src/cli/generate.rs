@@ -204,6 +204,11 @@ pub fn run(args: Args) -> Result<()> {
             seed: args.seed.wrapping_add(sample as u64),
             stop_at_eot: true,
         };
+        if !args.json && can_decode {
+            if let Some(p) = &args.prompt {
+                print!("{p}");
+            }
+        }
         let mut shown = String::new();
         let mut so_far: Vec<u32> = Vec::new();
         let stdout = std::io::stdout();
