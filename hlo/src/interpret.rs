@@ -632,12 +632,12 @@ fn scatter_add<T: Clone>(
 }
 
 /// Generic dot_general over a ring given by `zero`, `mul` and `add`.
+/// `matmul(a, b, m, k, n)` multiplies one batch's row-major `[m, k]` and `[k, n]`.
 fn dot_general<T: Clone>(
     l: &ArrayD<T>,
     r: &ArrayD<T>,
     d: &DotDims,
-    zero: T,
-    mul_add: impl Fn(&T, &T, &T) -> T,
+    matmul: impl Fn(&[T], &[T], usize, usize, usize) -> Vec<T>,
 ) -> R<ArrayD<T>> {
     let u = |v: &[i64]| -> Vec<usize> { v.iter().map(|&x| x as usize).collect() };
     let (lb, rb, lc, rc) = (
@@ -665,20 +665,41 @@ fn dot_general<T: Clone>(
     )?);
     let mut out = Vec::with_capacity(nb * m * n);
     for b in 0..nb {
-        for i in 0..m {
-            for j in 0..n {
-                let mut acc = zero.clone();
-                for c in 0..k {
-                    acc = mul_add(&acc, &lt[(b * m + i) * k + c], &rt[(b * k + c) * n + j]);
-                }
-                out.push(acc);
-            }
-        }
+        let a = &lt[b * m * k..(b + 1) * m * k];
+        let c = &rt[b * k * n..(b + 1) * k * n];
+        out.extend(matmul(a, c, m, k, n));
     }
     let mut dims: Vec<usize> = lb.iter().map(|&x| l.shape()[x]).collect();
     dims.extend(lf.iter().map(|&x| l.shape()[x]));
     dims.extend(rf.iter().map(|&x| r.shape()[x]));
     array(&dims, out)
+}
+
+/// f64 matrix product through ndarray (a blocked kernel; the model tests run whole
+/// programs on the interpreter).
+fn matmul_f64(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
+    match (
+        ndarray::ArrayView2::from_shape((m, k), a),
+        ndarray::ArrayView2::from_shape((k, n), b),
+    ) {
+        (Ok(a), Ok(b)) => a.dot(&b).iter().copied().collect(),
+        _ => vec![f64::NAN; m * n],
+    }
+}
+
+/// Wrapping integer matrix product, wrapped to `dtype` after every step.
+fn matmul_int(dtype: DType, a: &[i128], b: &[i128], m: usize, k: usize, n: usize) -> Vec<i128> {
+    let mut out = vec![0i128; m * n];
+    for i in 0..m {
+        for c in 0..k {
+            let x = a[i * k + c];
+            for j in 0..n {
+                let o = &mut out[i * n + j];
+                *o = wrap_int(dtype, o.wrapping_add(x.wrapping_mul(b[c * n + j])));
+            }
+        }
+    }
+    out
 }
 
 fn zip_map<A: Clone, B>(x: &ArrayD<A>, y: &ArrayD<A>, f: impl Fn(A, A) -> B) -> R<ArrayD<B>> {
@@ -1113,11 +1134,9 @@ fn eval_node(node: &Node, ops: &[&Value], args: &[Literal]) -> R<Vec<Value>> {
         }
         Op::DotGeneral { dims } => {
             let data = match (&ops[0].data, &ops[1].data) {
-                (Data::F(l), Data::F(r)) => {
-                    Data::F(dot_general(l, r, dims, 0.0, |acc, a, b| acc + a * b)?)
-                }
-                (Data::I(l), Data::I(r)) => Data::I(dot_general(l, r, dims, 0, |acc, a, b| {
-                    wrap_int(dt, acc.wrapping_add(a.wrapping_mul(*b)))
+                (Data::F(l), Data::F(r)) => Data::F(dot_general(l, r, dims, matmul_f64)?),
+                (Data::I(l), Data::I(r)) => Data::I(dot_general(l, r, dims, |a, b, m, k, n| {
+                    matmul_int(dt, a, b, m, k, n)
                 })?),
                 _ => return Err("dot_general needs numbers of one kind".into()),
             };
