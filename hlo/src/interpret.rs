@@ -336,46 +336,92 @@ impl Value {
 
 /// Elements in row-major order.
 fn flat<T: Clone>(a: &ArrayD<T>) -> Vec<T> {
-    a.iter().cloned().collect()
+    match a.as_slice() {
+        Some(s) => s.to_vec(),
+        None => a.iter().cloned().collect(),
+    }
+}
+
+/// Row-major strides of `dims`.
+fn row_major_strides(dims: &[usize]) -> Vec<usize> {
+    let mut st = vec![1usize; dims.len()];
+    for d in (0..dims.len().saturating_sub(1)).rev() {
+        st[d] = st[d + 1] * dims[d + 1];
+    }
+    st
+}
+
+/// Copies `out_dims` elements out of `src`: element `idx` comes from
+/// `src[base + sum(idx[d] * strides[d])]` (stride 0 broadcasts). The workhorse of
+/// transpose, slice and broadcast; an odometer avoids per-element index vectors.
+fn strided_copy<T: Clone>(src: &[T], base: usize, out_dims: &[usize], strides: &[usize]) -> Vec<T> {
+    let total: usize = out_dims.iter().product();
+    let mut out = Vec::with_capacity(total);
+    if total == 0 {
+        return out;
+    }
+    let r = out_dims.len();
+    let mut idx = vec![0usize; r];
+    let mut off = base;
+    for _ in 0..total {
+        out.push(src[off].clone());
+        let mut d = r;
+        while d > 0 {
+            d -= 1;
+            idx[d] += 1;
+            off += strides[d];
+            if idx[d] < out_dims[d] {
+                break;
+            }
+            off -= strides[d] * out_dims[d];
+            idx[d] = 0;
+        }
+    }
+    out
 }
 
 fn reshape<T: Clone>(a: &ArrayD<T>, dims: &[usize]) -> R<ArrayD<T>> {
     array(dims, flat(a))
 }
 
+/// Result dimension i is operand dimension `perm[i]`.
 fn transpose<T: Clone>(a: &ArrayD<T>, perm: &[usize]) -> R<ArrayD<T>> {
-    let p = a.view().permuted_axes(IxDyn(perm));
-    let dims = p.shape().to_vec();
-    array(&dims, p.iter().cloned().collect())
+    let src = flat(a);
+    if perm.iter().enumerate().all(|(i, &p)| i == p) {
+        return array(a.shape(), src);
+    }
+    let st = row_major_strides(a.shape());
+    let out_dims: Vec<usize> = perm.iter().map(|&p| a.shape()[p]).collect();
+    let strides: Vec<usize> = perm.iter().map(|&p| st[p]).collect();
+    array(&out_dims, strided_copy(&src, 0, &out_dims, &strides))
 }
 
 fn broadcast_in_dim<T: Clone>(a: &ArrayD<T>, shape: &[usize], dims: &[usize]) -> R<ArrayD<T>> {
-    // Order the operand's dimensions like their result positions, then insert size-1 axes.
-    let mut order: Vec<usize> = (0..dims.len()).collect();
-    order.sort_by_key(|&i| dims[i]);
-    let t = transpose(a, &order)?;
-    let mut expanded = vec![1usize; shape.len()];
-    for &i in &order {
-        expanded[dims[i]] = a.shape()[i];
+    let src = flat(a);
+    let st = row_major_strides(a.shape());
+    // Operand dimension i walks result dimension dims[i]; size-1 dimensions repeat.
+    let mut strides = vec![0usize; shape.len()];
+    for (i, &d) in dims.iter().enumerate() {
+        if a.shape()[i] != 1 {
+            if a.shape()[i] != shape[d] {
+                return Err(format!("cannot broadcast {:?} to {shape:?}", a.shape()));
+            }
+            strides[d] = st[i];
+        }
     }
-    let t = reshape(&t, &expanded)?;
-    let b = t
-        .broadcast(IxDyn(shape))
-        .ok_or_else(|| format!("cannot broadcast {:?} to {shape:?}", a.shape()))?;
-    array(shape, b.iter().cloned().collect())
+    array(shape, strided_copy(&src, 0, shape, &strides))
 }
 
 fn slice<T: Clone>(a: &ArrayD<T>, start: &[i64], limit: &[i64], strides: &[i64]) -> R<ArrayD<T>> {
-    let v = a.slice_each_axis(|ax| {
-        let i = ax.axis.index();
-        Slice::new(
-            start[i] as isize,
-            Some(limit[i] as isize),
-            strides[i] as isize,
-        )
-    });
-    let dims = v.shape().to_vec();
-    array(&dims, v.iter().cloned().collect())
+    let src = flat(a);
+    let st = row_major_strides(a.shape());
+    let r = a.ndim();
+    let base: usize = (0..r).map(|d| start[d] as usize * st[d]).sum();
+    let out_dims: Vec<usize> = (0..r)
+        .map(|d| ((limit[d] - start[d] + strides[d] - 1) / strides[d]).max(0) as usize)
+        .collect();
+    let steps: Vec<usize> = (0..r).map(|d| st[d] * strides[d] as usize).collect();
+    array(&out_dims, strided_copy(&src, base, &out_dims, &steps))
 }
 
 /// Clamps a window start so that `[start, start+size)` lies in `0..dim`.
