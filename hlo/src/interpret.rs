@@ -1124,21 +1124,19 @@ fn eval_node(node: &Node, ops: &[&Value], args: &[Literal]) -> R<Vec<Value>> {
             };
             one(data)
         }
+        // Each elementwise op is probed once for whether it is defined on the element
+        // kind, then mapped without per-element error handling.
         Op::Unary(u) => {
             let u = *u;
             let data = match &x()?.data {
-                Data::F(a) => Data::F(
-                    a.iter()
-                        .map(|&v| float_unary(u, v))
-                        .collect::<R<Vec<_>>>()
-                        .and_then(|v| array(a.shape(), v))?,
-                ),
-                Data::I(a) => Data::I(
-                    a.iter()
-                        .map(|&v| int_unary(u, v))
-                        .collect::<R<Vec<_>>>()
-                        .and_then(|v| array(a.shape(), v))?,
-                ),
+                Data::F(a) => {
+                    float_unary(u, 0.0)?;
+                    Data::F(a.mapv(|v| float_unary(u, v).unwrap_or(f64::NAN)))
+                }
+                Data::I(a) => {
+                    int_unary(u, 0)?;
+                    Data::I(a.mapv(|v| int_unary(u, v).unwrap_or(0)))
+                }
                 Data::P(a) if u == UnaryOp::Not => Data::P(a.mapv(|b| !b)),
                 Data::P(_) => return Err(format!("{u:?} is undefined on pred")),
             };
@@ -1148,31 +1146,18 @@ fn eval_node(node: &Node, ops: &[&Value], args: &[Literal]) -> R<Vec<Value>> {
             let b = *b;
             let data = match (&ops[0].data, &ops[1].data) {
                 (Data::F(x), Data::F(y)) => {
-                    let v = zip_map(x, y, |p, q| float_binary(b, p, q))?;
-                    Data::F(
-                        v.iter()
-                            .cloned()
-                            .collect::<R<Vec<_>>>()
-                            .and_then(|w| array(v.shape(), w))?,
-                    )
+                    float_binary(b, 0.0, 1.0)?;
+                    Data::F(zip_map(x, y, |p, q| {
+                        float_binary(b, p, q).unwrap_or(f64::NAN)
+                    })?)
                 }
                 (Data::I(x), Data::I(y)) => {
-                    let v = zip_map(x, y, |p, q| int_binary(b, dt, p, q))?;
-                    Data::I(
-                        v.iter()
-                            .cloned()
-                            .collect::<R<Vec<_>>>()
-                            .and_then(|w| array(v.shape(), w))?,
-                    )
+                    int_binary(b, dt, 0, 1)?;
+                    Data::I(zip_map(x, y, |p, q| int_binary(b, dt, p, q).unwrap_or(0))?)
                 }
                 (Data::P(x), Data::P(y)) => {
-                    let v = zip_map(x, y, |p, q| pred_binary(b, p, q))?;
-                    Data::P(
-                        v.iter()
-                            .cloned()
-                            .collect::<R<Vec<_>>>()
-                            .and_then(|w| array(v.shape(), w))?,
-                    )
+                    pred_binary(b, false, true)?;
+                    Data::P(zip_map(x, y, |p, q| pred_binary(b, p, q).unwrap_or(false))?)
                 }
                 _ => return Err("operands differ in kind".into()),
             };
