@@ -18,6 +18,7 @@ use crate::ir::{
 };
 use crate::literal::Literal;
 use crate::shape::Shape;
+use crate::shape_inference::infer;
 use half::{bf16, f16};
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 use std::cmp::Ordering;
@@ -72,7 +73,7 @@ pub fn evaluate(f: &Function, args: &[Literal]) -> Result<Vec<Literal>, Interpre
             });
         }
     }
-    let live = f.live_nodes();
+    let live = live_nodes(f)?;
     let mut values: Vec<Option<Vec<Value>>> = vec![None; f.nodes.len()];
     for (id, node) in f.nodes.iter().enumerate() {
         if !live[id] {
@@ -104,6 +105,25 @@ pub fn evaluate(f: &Function, args: &[Literal]) -> Result<Vec<Literal>, Interpre
                 reason: "random bit generation is left to XLA".into(),
             });
         }
+        // A hand-made Function may be inconsistent: re-check arity and types first so
+        // that evaluation below can rely on them.
+        if !matches!(node.op, Op::Parameter { .. }) {
+            let shapes: Vec<Shape> = node
+                .operands
+                .iter()
+                .map(|&v| f.value_shape(v).clone())
+                .collect();
+            match infer(&node.op, &shapes) {
+                Ok(outs) if outs == node.outputs => {}
+                Ok(outs) => {
+                    return Err(invalid(format!(
+                        "node declares {:?} but its operands give {:?}",
+                        node.outputs, outs
+                    )))
+                }
+                Err(message) => return Err(invalid(message)),
+            }
+        }
         let outs = eval_node(node, &operands, args).map_err(invalid)?;
         for (o, s) in outs.iter().zip(&node.outputs) {
             if o.dtype != s.dtype || o.dims() != s.dims {
@@ -130,6 +150,39 @@ pub fn evaluate(f: &Function, args: &[Literal]) -> Result<Vec<Literal>, Interpre
                 })
         })
         .collect()
+}
+
+/// Which nodes the outputs need, checking that every operand refers to an earlier node
+/// (so a malformed hand-made Function is an error, not a panic).
+fn live_nodes(f: &Function) -> Result<Vec<bool>, InterpretError> {
+    let n = f.nodes.len();
+    let mut live = vec![false; n];
+    for o in &f.outputs {
+        if o.value.node >= n {
+            return Err(InterpretError::Invalid {
+                node: o.value.node,
+                op: "output",
+                message: format!("refers to node %{} of {n}", o.value.node),
+            });
+        }
+        live[o.value.node] = true;
+    }
+    for id in (0..n).rev() {
+        if !live[id] {
+            continue;
+        }
+        for v in &f.nodes[id].operands {
+            if v.node >= id {
+                return Err(InterpretError::Invalid {
+                    node: id,
+                    op: f.nodes[id].op.name(),
+                    message: format!("operand %{} does not come before it", v.node),
+                });
+            }
+            live[v.node] = true;
+        }
+    }
+    Ok(live)
 }
 
 // ---------------------------------------------------------------------------------------
