@@ -58,6 +58,8 @@ pub enum AutodiffError {
         expected: Shape,
         got: Shape,
     },
+    #[error("the function refers to value %{node}#{output} before (or without) defining it")]
+    DanglingValue { node: usize, output: usize },
     #[error("building the gradient failed: {0}")]
     Build(#[from] BuildError),
 }
@@ -319,11 +321,11 @@ pub fn replay(f: &Function) -> Result<(Builder, Vec<Tensor>, Vec<Tensor>), Autod
                 vec![p.clone()]
             }
             op => {
-                let operands: Vec<&Tensor> = node
+                let operands = node
                     .operands
                     .iter()
-                    .map(|v| &values[v.node][v.output])
-                    .collect();
+                    .map(|&v| lookup(&values, v))
+                    .collect::<Result<Vec<&Tensor>, _>>()?;
                 let outs = b.apply(op.clone(), &operands);
                 if let (Some(n), Some(t)) = (&node.name, outs.first()) {
                     let _ = t.clone().named(n);
@@ -339,9 +341,21 @@ pub fn replay(f: &Function) -> Result<(Builder, Vec<Tensor>, Vec<Tensor>), Autod
     let outputs = f
         .outputs
         .iter()
-        .map(|o| values[o.value.node][o.value.output].clone())
-        .collect();
+        .map(|o| lookup(&values, o.value).cloned())
+        .collect::<Result<Vec<_>, _>>()?;
     Ok((b, params, outputs))
+}
+
+/// A replayed value, or an error if a hand-made Function refers to a value that does not
+/// exist (yet).
+fn lookup(values: &[Vec<Tensor>], v: ValueRef) -> Result<&Tensor, AutodiffError> {
+    values
+        .get(v.node)
+        .and_then(|outs| outs.get(v.output))
+        .ok_or(AutodiffError::DanglingValue {
+            node: v.node,
+            output: v.output,
+        })
 }
 
 fn check_params(f: &Function, wrt_params: &[usize]) -> Result<(), AutodiffError> {

@@ -18,6 +18,7 @@ use crate::ir::{
 };
 use crate::literal::Literal;
 use crate::shape::Shape;
+use crate::shape_inference::infer;
 use half::{bf16, f16};
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 use std::cmp::Ordering;
@@ -72,7 +73,7 @@ pub fn evaluate(f: &Function, args: &[Literal]) -> Result<Vec<Literal>, Interpre
             });
         }
     }
-    let live = f.live_nodes();
+    let live = live_nodes(f)?;
     let mut values: Vec<Option<Vec<Value>>> = vec![None; f.nodes.len()];
     for (id, node) in f.nodes.iter().enumerate() {
         if !live[id] {
@@ -104,6 +105,25 @@ pub fn evaluate(f: &Function, args: &[Literal]) -> Result<Vec<Literal>, Interpre
                 reason: "random bit generation is left to XLA".into(),
             });
         }
+        // A hand-made Function may be inconsistent: re-check arity and types first so
+        // that evaluation below can rely on them.
+        if !matches!(node.op, Op::Parameter { .. }) {
+            let shapes: Vec<Shape> = node
+                .operands
+                .iter()
+                .map(|&v| f.value_shape(v).clone())
+                .collect();
+            match infer(&node.op, &shapes) {
+                Ok(outs) if outs == node.outputs => {}
+                Ok(outs) => {
+                    return Err(invalid(format!(
+                        "node declares {:?} but its operands give {:?}",
+                        node.outputs, outs
+                    )))
+                }
+                Err(message) => return Err(invalid(message)),
+            }
+        }
         let outs = eval_node(node, &operands, args).map_err(invalid)?;
         for (o, s) in outs.iter().zip(&node.outputs) {
             if o.dtype != s.dtype || o.dims() != s.dims {
@@ -130,6 +150,39 @@ pub fn evaluate(f: &Function, args: &[Literal]) -> Result<Vec<Literal>, Interpre
                 })
         })
         .collect()
+}
+
+/// Which nodes the outputs need, checking that every operand refers to an earlier node
+/// (so a malformed hand-made Function is an error, not a panic).
+fn live_nodes(f: &Function) -> Result<Vec<bool>, InterpretError> {
+    let n = f.nodes.len();
+    let mut live = vec![false; n];
+    for o in &f.outputs {
+        if o.value.node >= n {
+            return Err(InterpretError::Invalid {
+                node: o.value.node,
+                op: "output",
+                message: format!("refers to node %{} of {n}", o.value.node),
+            });
+        }
+        live[o.value.node] = true;
+    }
+    for id in (0..n).rev() {
+        if !live[id] {
+            continue;
+        }
+        for v in &f.nodes[id].operands {
+            if v.node >= id {
+                return Err(InterpretError::Invalid {
+                    node: id,
+                    op: f.nodes[id].op.name(),
+                    message: format!("operand %{} does not come before it", v.node),
+                });
+            }
+            live[v.node] = true;
+        }
+    }
+    Ok(live)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -336,46 +389,92 @@ impl Value {
 
 /// Elements in row-major order.
 fn flat<T: Clone>(a: &ArrayD<T>) -> Vec<T> {
-    a.iter().cloned().collect()
+    match a.as_slice() {
+        Some(s) => s.to_vec(),
+        None => a.iter().cloned().collect(),
+    }
+}
+
+/// Row-major strides of `dims`.
+fn row_major_strides(dims: &[usize]) -> Vec<usize> {
+    let mut st = vec![1usize; dims.len()];
+    for d in (0..dims.len().saturating_sub(1)).rev() {
+        st[d] = st[d + 1] * dims[d + 1];
+    }
+    st
+}
+
+/// Copies `out_dims` elements out of `src`: element `idx` comes from
+/// `src[base + sum(idx[d] * strides[d])]` (stride 0 broadcasts). The workhorse of
+/// transpose, slice and broadcast; an odometer avoids per-element index vectors.
+fn strided_copy<T: Clone>(src: &[T], base: usize, out_dims: &[usize], strides: &[usize]) -> Vec<T> {
+    let total: usize = out_dims.iter().product();
+    let mut out = Vec::with_capacity(total);
+    if total == 0 {
+        return out;
+    }
+    let r = out_dims.len();
+    let mut idx = vec![0usize; r];
+    let mut off = base;
+    for _ in 0..total {
+        out.push(src[off].clone());
+        let mut d = r;
+        while d > 0 {
+            d -= 1;
+            idx[d] += 1;
+            off += strides[d];
+            if idx[d] < out_dims[d] {
+                break;
+            }
+            off -= strides[d] * out_dims[d];
+            idx[d] = 0;
+        }
+    }
+    out
 }
 
 fn reshape<T: Clone>(a: &ArrayD<T>, dims: &[usize]) -> R<ArrayD<T>> {
     array(dims, flat(a))
 }
 
+/// Result dimension i is operand dimension `perm[i]`.
 fn transpose<T: Clone>(a: &ArrayD<T>, perm: &[usize]) -> R<ArrayD<T>> {
-    let p = a.view().permuted_axes(IxDyn(perm));
-    let dims = p.shape().to_vec();
-    array(&dims, p.iter().cloned().collect())
+    let src = flat(a);
+    if perm.iter().enumerate().all(|(i, &p)| i == p) {
+        return array(a.shape(), src);
+    }
+    let st = row_major_strides(a.shape());
+    let out_dims: Vec<usize> = perm.iter().map(|&p| a.shape()[p]).collect();
+    let strides: Vec<usize> = perm.iter().map(|&p| st[p]).collect();
+    array(&out_dims, strided_copy(&src, 0, &out_dims, &strides))
 }
 
 fn broadcast_in_dim<T: Clone>(a: &ArrayD<T>, shape: &[usize], dims: &[usize]) -> R<ArrayD<T>> {
-    // Order the operand's dimensions like their result positions, then insert size-1 axes.
-    let mut order: Vec<usize> = (0..dims.len()).collect();
-    order.sort_by_key(|&i| dims[i]);
-    let t = transpose(a, &order)?;
-    let mut expanded = vec![1usize; shape.len()];
-    for &i in &order {
-        expanded[dims[i]] = a.shape()[i];
+    let src = flat(a);
+    let st = row_major_strides(a.shape());
+    // Operand dimension i walks result dimension dims[i]; size-1 dimensions repeat.
+    let mut strides = vec![0usize; shape.len()];
+    for (i, &d) in dims.iter().enumerate() {
+        if a.shape()[i] != 1 {
+            if a.shape()[i] != shape[d] {
+                return Err(format!("cannot broadcast {:?} to {shape:?}", a.shape()));
+            }
+            strides[d] = st[i];
+        }
     }
-    let t = reshape(&t, &expanded)?;
-    let b = t
-        .broadcast(IxDyn(shape))
-        .ok_or_else(|| format!("cannot broadcast {:?} to {shape:?}", a.shape()))?;
-    array(shape, b.iter().cloned().collect())
+    array(shape, strided_copy(&src, 0, shape, &strides))
 }
 
 fn slice<T: Clone>(a: &ArrayD<T>, start: &[i64], limit: &[i64], strides: &[i64]) -> R<ArrayD<T>> {
-    let v = a.slice_each_axis(|ax| {
-        let i = ax.axis.index();
-        Slice::new(
-            start[i] as isize,
-            Some(limit[i] as isize),
-            strides[i] as isize,
-        )
-    });
-    let dims = v.shape().to_vec();
-    array(&dims, v.iter().cloned().collect())
+    let src = flat(a);
+    let st = row_major_strides(a.shape());
+    let r = a.ndim();
+    let base: usize = (0..r).map(|d| start[d] as usize * st[d]).sum();
+    let out_dims: Vec<usize> = (0..r)
+        .map(|d| ((limit[d] - start[d] + strides[d] - 1) / strides[d]).max(0) as usize)
+        .collect();
+    let steps: Vec<usize> = (0..r).map(|d| st[d] * strides[d] as usize).collect();
+    array(&out_dims, strided_copy(&src, base, &out_dims, &steps))
 }
 
 /// Clamps a window start so that `[start, start+size)` lies in `0..dim`.
@@ -632,12 +731,12 @@ fn scatter_add<T: Clone>(
 }
 
 /// Generic dot_general over a ring given by `zero`, `mul` and `add`.
+/// `matmul(a, b, m, k, n)` multiplies one batch's row-major `[m, k]` and `[k, n]`.
 fn dot_general<T: Clone>(
     l: &ArrayD<T>,
     r: &ArrayD<T>,
     d: &DotDims,
-    zero: T,
-    mul_add: impl Fn(&T, &T, &T) -> T,
+    matmul: impl Fn(&[T], &[T], usize, usize, usize) -> Vec<T>,
 ) -> R<ArrayD<T>> {
     let u = |v: &[i64]| -> Vec<usize> { v.iter().map(|&x| x as usize).collect() };
     let (lb, rb, lc, rc) = (
@@ -665,20 +764,41 @@ fn dot_general<T: Clone>(
     )?);
     let mut out = Vec::with_capacity(nb * m * n);
     for b in 0..nb {
-        for i in 0..m {
-            for j in 0..n {
-                let mut acc = zero.clone();
-                for c in 0..k {
-                    acc = mul_add(&acc, &lt[(b * m + i) * k + c], &rt[(b * k + c) * n + j]);
-                }
-                out.push(acc);
-            }
-        }
+        let a = &lt[b * m * k..(b + 1) * m * k];
+        let c = &rt[b * k * n..(b + 1) * k * n];
+        out.extend(matmul(a, c, m, k, n));
     }
     let mut dims: Vec<usize> = lb.iter().map(|&x| l.shape()[x]).collect();
     dims.extend(lf.iter().map(|&x| l.shape()[x]));
     dims.extend(rf.iter().map(|&x| r.shape()[x]));
     array(&dims, out)
+}
+
+/// f64 matrix product through ndarray (a blocked kernel; the model tests run whole
+/// programs on the interpreter).
+fn matmul_f64(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
+    match (
+        ndarray::ArrayView2::from_shape((m, k), a),
+        ndarray::ArrayView2::from_shape((k, n), b),
+    ) {
+        (Ok(a), Ok(b)) => a.dot(&b).iter().copied().collect(),
+        _ => vec![f64::NAN; m * n],
+    }
+}
+
+/// Wrapping integer matrix product, wrapped to `dtype` after every step.
+fn matmul_int(dtype: DType, a: &[i128], b: &[i128], m: usize, k: usize, n: usize) -> Vec<i128> {
+    let mut out = vec![0i128; m * n];
+    for i in 0..m {
+        for c in 0..k {
+            let x = a[i * k + c];
+            for j in 0..n {
+                let o = &mut out[i * n + j];
+                *o = wrap_int(dtype, o.wrapping_add(x.wrapping_mul(b[c * n + j])));
+            }
+        }
+    }
+    out
 }
 
 fn zip_map<A: Clone, B>(x: &ArrayD<A>, y: &ArrayD<A>, f: impl Fn(A, A) -> B) -> R<ArrayD<B>> {
@@ -1057,21 +1177,19 @@ fn eval_node(node: &Node, ops: &[&Value], args: &[Literal]) -> R<Vec<Value>> {
             };
             one(data)
         }
+        // Each elementwise op is probed once for whether it is defined on the element
+        // kind, then mapped without per-element error handling.
         Op::Unary(u) => {
             let u = *u;
             let data = match &x()?.data {
-                Data::F(a) => Data::F(
-                    a.iter()
-                        .map(|&v| float_unary(u, v))
-                        .collect::<R<Vec<_>>>()
-                        .and_then(|v| array(a.shape(), v))?,
-                ),
-                Data::I(a) => Data::I(
-                    a.iter()
-                        .map(|&v| int_unary(u, v))
-                        .collect::<R<Vec<_>>>()
-                        .and_then(|v| array(a.shape(), v))?,
-                ),
+                Data::F(a) => {
+                    float_unary(u, 0.0)?;
+                    Data::F(a.mapv(|v| float_unary(u, v).unwrap_or(f64::NAN)))
+                }
+                Data::I(a) => {
+                    int_unary(u, 0)?;
+                    Data::I(a.mapv(|v| int_unary(u, v).unwrap_or(0)))
+                }
                 Data::P(a) if u == UnaryOp::Not => Data::P(a.mapv(|b| !b)),
                 Data::P(_) => return Err(format!("{u:?} is undefined on pred")),
             };
@@ -1081,31 +1199,18 @@ fn eval_node(node: &Node, ops: &[&Value], args: &[Literal]) -> R<Vec<Value>> {
             let b = *b;
             let data = match (&ops[0].data, &ops[1].data) {
                 (Data::F(x), Data::F(y)) => {
-                    let v = zip_map(x, y, |p, q| float_binary(b, p, q))?;
-                    Data::F(
-                        v.iter()
-                            .cloned()
-                            .collect::<R<Vec<_>>>()
-                            .and_then(|w| array(v.shape(), w))?,
-                    )
+                    float_binary(b, 0.0, 1.0)?;
+                    Data::F(zip_map(x, y, |p, q| {
+                        float_binary(b, p, q).unwrap_or(f64::NAN)
+                    })?)
                 }
                 (Data::I(x), Data::I(y)) => {
-                    let v = zip_map(x, y, |p, q| int_binary(b, dt, p, q))?;
-                    Data::I(
-                        v.iter()
-                            .cloned()
-                            .collect::<R<Vec<_>>>()
-                            .and_then(|w| array(v.shape(), w))?,
-                    )
+                    int_binary(b, dt, 0, 1)?;
+                    Data::I(zip_map(x, y, |p, q| int_binary(b, dt, p, q).unwrap_or(0))?)
                 }
                 (Data::P(x), Data::P(y)) => {
-                    let v = zip_map(x, y, |p, q| pred_binary(b, p, q))?;
-                    Data::P(
-                        v.iter()
-                            .cloned()
-                            .collect::<R<Vec<_>>>()
-                            .and_then(|w| array(v.shape(), w))?,
-                    )
+                    pred_binary(b, false, true)?;
+                    Data::P(zip_map(x, y, |p, q| pred_binary(b, p, q).unwrap_or(false))?)
                 }
                 _ => return Err("operands differ in kind".into()),
             };
@@ -1113,11 +1218,9 @@ fn eval_node(node: &Node, ops: &[&Value], args: &[Literal]) -> R<Vec<Value>> {
         }
         Op::DotGeneral { dims } => {
             let data = match (&ops[0].data, &ops[1].data) {
-                (Data::F(l), Data::F(r)) => {
-                    Data::F(dot_general(l, r, dims, 0.0, |acc, a, b| acc + a * b)?)
-                }
-                (Data::I(l), Data::I(r)) => Data::I(dot_general(l, r, dims, 0, |acc, a, b| {
-                    wrap_int(dt, acc.wrapping_add(a.wrapping_mul(*b)))
+                (Data::F(l), Data::F(r)) => Data::F(dot_general(l, r, dims, matmul_f64)?),
+                (Data::I(l), Data::I(r)) => Data::I(dot_general(l, r, dims, |a, b, m, k, n| {
+                    matmul_int(dt, a, b, m, k, n)
                 })?),
                 _ => return Err("dot_general needs numbers of one kind".into()),
             };

@@ -256,7 +256,6 @@ fn pad_vjp(r: &RuleInput, low: &[i64], high: &[i64], interior: &[i64]) -> Vec<Op
     let (x, g) = (&r.operands[0], r.ct(0));
     let rank = x.rank();
     let zero = g.scalar_like(0.0);
-    let mut gx = None;
     let grad_x = || {
         // Negative low/high trimmed operand elements: add back zeros so that every
         // operand element has a position.
@@ -274,9 +273,8 @@ fn pad_vjp(r: &RuleInput, low: &[i64], high: &[i64], interior: &[i64]) -> Vec<Op
             .collect();
         full.slice(&start, &limit, &strides)
     };
-    if r.need(0) || r.need(1) {
-        gx = Some(grad_x());
-    }
+    // The padding value's cotangent is everything not at an operand position.
+    let gx = (r.need(0) || r.need(1)).then(grad_x);
     let gv = r.when(1, || {
         let inside = gx
             .as_ref()

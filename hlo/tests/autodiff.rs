@@ -293,3 +293,15 @@ fn random_jitter_is_a_constant_for_autodiff() {
         }
     }
 }
+
+#[test]
+fn malformed_functions_are_errors_in_grad_function() {
+    let b = Builder::new("f");
+    let x = b.parameter("x", Shape::new(DType::F64, [2]));
+    let mut f = b.build(&[&x.square().sum_all()]).unwrap();
+    f.nodes[1].operands[0].node = 7;
+    assert!(matches!(
+        grad_function(&f, &[0]),
+        Err(AutodiffError::DanglingValue { node: 7, .. })
+    ));
+}

@@ -258,3 +258,31 @@ fn logical_ops_powers_and_remaining_types() {
     assert_eq!(out[4], vec![1.5, -1.5]);
     assert_eq!(out[5], vec![9.0]);
 }
+
+#[test]
+fn inconsistent_hand_made_functions_are_errors_not_panics() {
+    let b = Builder::new("f");
+    let x = b.parameter("x", Shape::new(DType::F64, [2]));
+    let y = x.add(&x);
+    let mut f = b.build(&[&y]).unwrap();
+    let args = [f64s(&[2], &[1.0, 2.0])];
+    let last = f.nodes.len() - 1;
+    f.nodes[last].operands.pop(); // add with one operand
+    let err = evaluate(&f, &args).unwrap_err();
+    assert!(
+        matches!(err, InterpretError::Invalid { op: "add", .. }),
+        "{err}"
+    );
+    let mut g = b.build(&[&y]).unwrap();
+    g.nodes[last].outputs[0] = Shape::new(DType::F32, [2]); // declared type is wrong
+    assert!(matches!(
+        evaluate(&g, &args),
+        Err(InterpretError::Invalid { .. })
+    ));
+    let mut h = b.build(&[&y]).unwrap();
+    h.nodes[last].operands[0].node = 99; // dangling operand
+    assert!(matches!(
+        evaluate(&h, &args),
+        Err(InterpretError::Invalid { .. })
+    ));
+}

@@ -208,3 +208,32 @@ fn embedding_rows_never_looked_up_get_zero_gradient() {
         "row 4 is gathered three times"
     );
 }
+
+#[test]
+fn cases_compare_two_evaluators() {
+    // What a backend test does: compare every case with the interpreter.
+    let mut cases = op_cases().unwrap();
+    cases.extend(hlo::gradcheck::composite_cases().unwrap());
+    for c in &cases {
+        c.compare(&interpreter, &interpreter, 0.0).unwrap();
+    }
+    // An evaluator that is slightly off is caught.
+    let off = |f: &hlo::Function, a: &[hlo::Literal]| {
+        interpreter(f, a).map(|outs| {
+            outs.iter()
+                .map(|o| match o.dtype() {
+                    DType::F64 => {
+                        let v: Vec<f64> = o.to_f64_vec().iter().map(|x| x * 1.001).collect();
+                        hlo::Literal::from_slice(o.dims(), &v).unwrap()
+                    }
+                    _ => o.clone(),
+                })
+                .collect()
+        })
+    };
+    let err = cases[0].compare(&interpreter, &off, 1e-6).unwrap_err();
+    assert!(
+        err.to_string().contains("differs between evaluators"),
+        "{err}"
+    );
+}
