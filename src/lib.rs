@@ -8,5 +8,6 @@ pub mod data;
 pub mod device;
 pub mod generate;
 pub mod model;
+pub mod rng;
 pub mod tokenizer;
 pub mod train;

@@ -21,16 +21,29 @@ fn forward_command_writes_reference_outputs_and_gradients() {
     let output = dir.path().join("out.safetensors");
     let run = Command::new(env!("CARGO_BIN_EXE_gptsan"))
         .args(["forward", "--model", common::hf_tiny().to_str().unwrap()])
-        .args(["--inputs", inputs.to_str().unwrap(), "--output", output.to_str().unwrap(), "--grads"])
+        .args([
+            "--inputs",
+            inputs.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+            "--grads",
+        ])
         .env("TF_CPP_MIN_LOG_LEVEL", "2")
         .output()
         .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let out = read_safetensors(&output).unwrap();
     let diff = |ours: &str, theirs: &str| {
         let (a, b) = (out[ours].to_f64_vec(), cases[theirs].to_f64_vec());
         assert_eq!(a.len(), b.len(), "{ours}");
-        a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+        a.iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max)
     };
     assert!(diff("logits", "prefix/logits") <= 1e-4);
     assert!(diff("hidden_states.1", "prefix/hidden_states.1") <= 1e-4);

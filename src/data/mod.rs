@@ -119,19 +119,12 @@ fn make_example(chunk: &[u32], len: usize, tokens: PackTokens, class_id: u32) ->
     }
 }
 
-/// A deterministic permutation of `0..n` (a splitmix64-driven Fisher-Yates shuffle).
+/// A deterministic permutation of `0..n` (Fisher-Yates driven by [`crate::rng::Rng`]).
 pub fn shuffled_order(n: usize, seed: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
-    let mut state = seed;
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
+    let mut rng = crate::rng::Rng::new(seed);
     for i in (1..n).rev() {
-        let j = (next() % (i as u64 + 1)) as usize;
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
         order.swap(i, j);
     }
     order
