@@ -35,30 +35,39 @@ pub struct EmojiTable {
     fast_ok: bool,
 }
 
-/// A set of chars as a bitmap (sparse pages); membership in O(1).
-#[derive(Debug, Clone, Default)]
+/// A set of chars: a flat bitmap for the BMP (8 KB, stays in L1) and a sorted list above.
+#[derive(Debug, Clone)]
 pub(crate) struct CharSet {
-    pages: Vec<Option<Box<[u64; 64]>>>,
+    bmp: Box<[u64; 1024]>,
+    astral: Vec<char>,
+}
+
+impl Default for CharSet {
+    fn default() -> Self {
+        CharSet {
+            bmp: Box::new([0u64; 1024]),
+            astral: Vec::new(),
+        }
+    }
 }
 
 impl CharSet {
     pub(crate) fn insert(&mut self, c: char) {
-        let c = c as usize;
-        let (page, bit) = (c >> 12, c & 0xfff);
-        if self.pages.len() <= page {
-            self.pages.resize(page + 1, None);
+        let u = c as usize;
+        if u < 0x10000 {
+            self.bmp[u >> 6] |= 1u64 << (u & 63);
+        } else if let Err(i) = self.astral.binary_search(&c) {
+            self.astral.insert(i, c);
         }
-        let p = self.pages[page].get_or_insert_with(|| Box::new([0u64; 64]));
-        p[bit >> 6] |= 1u64 << (bit & 63);
     }
 
     #[inline]
     pub(crate) fn contains(&self, c: char) -> bool {
-        let c = c as usize;
-        let (page, bit) = (c >> 12, c & 0xfff);
-        match self.pages.get(page) {
-            Some(Some(p)) => p[bit >> 6] & (1u64 << (bit & 63)) != 0,
-            _ => false,
+        let u = c as usize;
+        if u < 0x10000 {
+            self.bmp[u >> 6] & (1u64 << (u & 63)) != 0
+        } else {
+            self.astral.binary_search(&c).is_ok()
         }
     }
 }
