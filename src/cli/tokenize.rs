@@ -92,9 +92,12 @@ pub fn run(cmd: Command) -> Result<()> {
     }
 }
 
-/// Input lines as `&str`, each checked for UTF-8 (errors name the line). A final line
+/// Input lines: (1-based line number, byte range in the input text).
+type Lines = Vec<(usize, std::ops::Range<usize>)>;
+
+/// The input text and its lines, checked for UTF-8 (errors name the line). A final line
 /// end does not start a new line; a CR before LF is dropped.
-fn read_lines(input: &Option<PathBuf>) -> Result<(String, Vec<(usize, std::ops::Range<usize>)>)> {
+fn read_lines(input: &Option<PathBuf>) -> Result<(String, Lines)> {
     let name = input
         .as_ref()
         .map(|p| p.display().to_string())
