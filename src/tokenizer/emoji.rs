@@ -33,6 +33,24 @@ pub struct EmojiTable {
     triggers: CharSet,
     /// True when replacements cannot create new key occurrences (see module doc).
     fast_ok: bool,
+    /// Longest live key, in bytes.
+    max_key_len: usize,
+}
+
+/// Largest char boundary <= i.
+fn floor_char(s: &str, mut i: usize) -> usize {
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// Smallest char boundary >= i (at most `s.len()`).
+fn ceil_char(s: &str, mut i: usize) -> usize {
+    while i < s.len() && !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i
 }
 
 /// A set of chars: a flat bitmap for the BMP (8 KB, stays in L1) and a sorted list above.
@@ -164,7 +182,9 @@ impl EmojiTable {
         if !fast_ok {
             tracing::info!("emoji table: keys overlap token strings; using literal replacement");
         }
+        let max_key_len = live.iter().map(|&i| pairs[i].0.len()).max().unwrap_or(0);
         Ok(EmojiTable {
+            max_key_len,
             pairs,
             inv,
             live,
@@ -227,10 +247,36 @@ impl EmojiTable {
         if !self.fast_ok {
             return self.replace_literal(text);
         }
-        let mut found: Vec<usize> = finder
-            .find_overlapping_iter(text)
-            .map(|m| self.live[m.pattern().as_usize()])
-            .collect();
+        // Every occurrence of a key contains that key's trigger character, so it lies
+        // within `max_key_len` bytes of a trigger: search only those windows.
+        let mut found: Vec<usize> = Vec::new();
+        let mut window: Option<(usize, usize)> = None;
+        let search = |(lo, hi): (usize, usize), found: &mut Vec<usize>| {
+            let slice = &text[floor_char(text, lo)..ceil_char(text, hi)];
+            found.extend(
+                finder
+                    .find_overlapping_iter(slice)
+                    .map(|m| self.live[m.pattern().as_usize()]),
+            );
+        };
+        for (i, c) in text.char_indices() {
+            if !self.triggers.contains(c) {
+                continue;
+            }
+            let lo = i.saturating_sub(self.max_key_len);
+            let hi = (i + c.len_utf8() + self.max_key_len).min(text.len());
+            window = match window {
+                Some((wlo, whi)) if lo <= whi => Some((wlo, hi.max(whi))),
+                Some(w) => {
+                    search(w, &mut found);
+                    Some((lo, hi))
+                }
+                None => Some((lo, hi)),
+            };
+        }
+        if let Some(w) = window {
+            search(w, &mut found);
+        }
         if found.is_empty() {
             return None;
         }

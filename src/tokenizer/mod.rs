@@ -158,15 +158,17 @@ impl Tokenizer {
                 });
             }
             if slow {
-                let mut s = normalize::prereplace_string(text);
-                if let Some(replaced) = self.emoji.replace(&s) {
-                    s = replaced;
+                let s = normalize::prereplace_string(text);
+                let replaced = self.emoji.replace(&s);
+                // Without cleaning and with no emoji found, `cps` is already right.
+                if clean || replaced.is_some() {
+                    let mut s = replaced.unwrap_or(s);
+                    if clean {
+                        s = clean::clean(s);
+                    }
+                    cps.clear();
+                    cps.extend(s.chars().map(|c| c as u32));
                 }
-                if clean {
-                    s = clean::clean(s);
-                }
-                cps.clear();
-                cps.extend(s.chars().map(|c| c as u32));
             }
             self.segmenter.segment(cps, out);
         })
