@@ -35,6 +35,8 @@ pub struct EmojiTable {
     fast_ok: bool,
     /// Longest live key, in bytes.
     max_key_len: usize,
+    /// Longest live key, in characters.
+    max_key_chars: usize,
 }
 
 /// Largest char boundary <= i.
@@ -183,8 +185,14 @@ impl EmojiTable {
             tracing::info!("emoji table: keys overlap token strings; using literal replacement");
         }
         let max_key_len = live.iter().map(|&i| pairs[i].0.len()).max().unwrap_or(0);
+        let max_key_chars = live
+            .iter()
+            .map(|&i| pairs[i].0.chars().count())
+            .max()
+            .unwrap_or(0);
         Ok(EmojiTable {
             max_key_len,
+            max_key_chars,
             pairs,
             inv,
             live,
@@ -238,6 +246,33 @@ impl EmojiTable {
     #[inline]
     pub(crate) fn is_trigger(&self, c: char) -> bool {
         self.triggers.contains(c)
+    }
+
+    /// Whether some key occurs in `cps` (code points) around one of the `triggers`
+    /// positions. Exact: every occurrence contains its key's trigger character.
+    pub(crate) fn any_key_near(&self, cps: &[u32], triggers: &[usize]) -> bool {
+        let Some(finder) = self.finder.as_ref() else {
+            return false;
+        };
+        let reach = self.max_key_chars;
+        let mut window = String::new();
+        let mut i = 0;
+        while i < triggers.len() {
+            let lo = triggers[i].saturating_sub(reach);
+            let mut hi = (triggers[i] + reach + 1).min(cps.len());
+            // Merge triggers whose windows overlap.
+            while i + 1 < triggers.len() && triggers[i + 1].saturating_sub(reach) <= hi {
+                i += 1;
+                hi = (triggers[i] + reach + 1).min(cps.len());
+            }
+            window.clear();
+            window.extend(cps[lo..hi].iter().filter_map(|&c| char::from_u32(c)));
+            if finder.is_match(window.as_str()) {
+                return true;
+            }
+            i += 1;
+        }
+        false
     }
 
     /// Replaces emoji keys in `text` as the reference does. Returns `None` when nothing

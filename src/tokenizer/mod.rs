@@ -49,9 +49,17 @@ pub struct Tokenizer {
     pieces: Vec<decode::Piece>,
 }
 
+/// Reusable buffers of one thread: the pre-replaced code points and the positions of emoji
+/// trigger characters among them.
+#[derive(Default)]
+struct Scratch {
+    cps: Vec<u32>,
+    triggers: Vec<usize>,
+}
+
 thread_local! {
     /// Per-thread code-point buffer, so encoding allocates only its output.
-    static SCRATCH: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: RefCell<Scratch> = const { RefCell::new(Scratch { cps: Vec::new(), triggers: Vec::new() }) };
 }
 
 /// The default vocabulary shipped in the binary (built from the built-in corpus by
@@ -142,20 +150,27 @@ impl Tokenizer {
     pub fn encode_into(&self, text: &str, clean: bool, out: &mut Vec<u32>) {
         SCRATCH.with(|cell| {
             let mut guard = cell.try_borrow_mut();
-            let mut local = Vec::new();
+            let mut local = Scratch::default();
             // Re-entrancy cannot happen here, but never panic if it did.
-            let cps: &mut Vec<u32> = match guard.as_mut() {
+            let scratch: &mut Scratch = match guard.as_mut() {
                 Ok(v) => v,
                 Err(_) => &mut local,
             };
+            let Scratch { cps, triggers } = scratch;
             cps.clear();
+            triggers.clear();
             let mut slow = clean;
             if !slow {
                 let emoji = &self.emoji;
                 normalize::prereplace(text, |c| {
-                    slow |= emoji.is_trigger(c);
+                    if emoji.is_trigger(c) {
+                        triggers.push(cps.len());
+                    }
                     cps.push(c as u32);
                 });
+                // A trigger character alone proves nothing: look for whole keys around
+                // the triggers before taking the string path.
+                slow = !triggers.is_empty() && self.emoji.any_key_near(cps, triggers);
             }
             if slow {
                 let s = normalize::prereplace_string(text);
