@@ -410,4 +410,56 @@ mod tests {
         assert!(!t.fast_ok);
         assert_eq!(t.replace("a|>x").as_deref(), Some("a<|emoji1|>"));
     }
+
+    mod against_literal {
+        use super::super::*;
+        use proptest::prelude::*;
+        use std::sync::OnceLock;
+
+        /// The original 36K vocabulary's emoji table (from ../shared).
+        fn original() -> &'static EmojiTable {
+            static T: OnceLock<EmojiTable> = OnceLock::new();
+            T.get_or_init(|| {
+                let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../shared/gptsan-vocab/emoji.json");
+                EmojiTable::from_file(&p).expect("read ../shared/gptsan-vocab/emoji.json")
+            })
+        }
+
+        /// Texts made of emoji keys, pieces of keys and filler characters.
+        fn text() -> impl Strategy<Value = String> {
+            let t = original();
+            let n = t.pairs.len();
+            let piece = prop_oneof![
+                (0..n).prop_map(move |i| t.pairs[i].0.clone()),
+                (0..n, 0usize..4).prop_map(move |(i, k)| {
+                    t.pairs[i].0.chars().skip(k).take(2).collect::<String>()
+                }),
+                "[あ-んa-z()^_;・。人ー<>|0-9]{0,6}",
+            ];
+            proptest::collection::vec(piece, 0..12).prop_map(|v| v.concat())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, .. ProptestConfig::default() })]
+
+            #[test]
+            fn fast_replacement_equals_sequential_replacement(t in text()) {
+                let table = original();
+                prop_assert!(table.fast_ok);
+                let norm = crate::tokenizer::normalize::prereplace_string(&t);
+                let literal = table.replace_literal(&norm);
+                prop_assert_eq!(table.replace(&norm), literal.clone());
+                // The pre-check on code points agrees with the string search.
+                let cps: Vec<u32> = norm.chars().map(|c| c as u32).collect();
+                let triggers: Vec<usize> = norm
+                    .chars()
+                    .enumerate()
+                    .filter(|(_, c)| table.is_trigger(*c))
+                    .map(|(i, _)| i)
+                    .collect();
+                prop_assert_eq!(table.any_key_near(&cps, &triggers), literal.is_some());
+            }
+        }
+    }
 }
