@@ -35,6 +35,18 @@ pub struct VocabArgs {
 impl VocabArgs {
     /// Loads the tokenizer these arguments name.
     pub fn load(&self) -> Result<Tokenizer> {
+        let started = std::time::Instant::now();
+        let tok = self.load_inner()?;
+        tracing::info!(
+            vocab = ?self.vocab,
+            ids = tok.vocab_size(),
+            ms = started.elapsed().as_millis() as u64,
+            "tokenizer loaded"
+        );
+        Ok(tok)
+    }
+
+    fn load_inner(&self) -> Result<Tokenizer> {
         match (&self.vocab, &self.emoji) {
             (None, None) => Ok(Tokenizer::builtin().clone()),
             (None, Some(_)) => bail!("--emoji needs --vocab"),
