@@ -49,6 +49,9 @@ pub struct Tokenizer {
     pieces: Vec<decode::Piece>,
 }
 
+/// Texts longer than twice this many bytes are encoded in pieces of this size.
+const STREAM_CHUNK: usize = 16 * 1024;
+
 /// Reusable buffers of one thread: the pre-replaced code points and the positions of emoji
 /// trigger characters among them.
 #[derive(Default)]
@@ -159,6 +162,13 @@ impl Tokenizer {
             let Scratch { cps, triggers } = scratch;
             cps.clear();
             triggers.clear();
+            if !clean
+                && text.len() > 2 * STREAM_CHUNK
+                && self.encode_streaming(text, STREAM_CHUNK, cps, out)
+            {
+                return;
+            }
+            cps.clear();
             let mut slow = clean;
             if !slow {
                 let emoji = &self.emoji;
@@ -189,12 +199,66 @@ impl Tokenizer {
         })
     }
 
+    /// Encodes a long text piece by piece so the code-point buffer stays in cache. Only
+    /// for texts where no emoji key can occur (no trigger character): returns false, with
+    /// `out` as it was, as soon as a trigger shows up; the caller then takes the normal path.
+    fn encode_streaming(
+        &self,
+        text: &str,
+        chunk: usize,
+        cps: &mut Vec<u32>,
+        out: &mut Vec<u32>,
+    ) -> bool {
+        let out_start = out.len();
+        let lookahead = self.segmenter.lookahead();
+        let bytes = text.as_bytes();
+        let mut start = 0;
+        while start < text.len() {
+            let mut end = (start + chunk).min(text.len());
+            while !text.is_char_boundary(end) {
+                end += 1;
+            }
+            // Never split CR LF (it is one line break).
+            if end < text.len() && bytes[end - 1] == b'\r' && bytes[end] == b'\n' {
+                end += 1;
+            }
+            let mut triggered = false;
+            let emoji = &self.emoji;
+            normalize::prereplace(&text[start..end], |c| {
+                triggered |= emoji.is_trigger(c);
+                cps.push(c as u32);
+            });
+            if triggered {
+                out.truncate(out_start);
+                return false;
+            }
+            if end == text.len() {
+                self.segmenter.segment(cps, out);
+            } else {
+                let limit = cps.len().saturating_sub(lookahead);
+                let next = self.segmenter.segment_until(cps, limit, out);
+                cps.drain(..next);
+            }
+            start = end;
+        }
+        true
+    }
+
     /// Encodes many texts in parallel (rayon); the result keeps the input order.
     pub fn encode_batch<S: AsRef<str> + Sync>(&self, texts: &[S], clean: bool) -> Vec<Vec<u32>> {
         texts
             .par_iter()
             .map(|t| self.encode(t.as_ref(), clean))
             .collect()
+    }
+
+    /// Streaming encode with an explicit piece size (tests compare it with `encode`).
+    #[doc(hidden)]
+    pub fn encode_in_pieces(&self, text: &str, chunk: usize) -> Option<Vec<u32>> {
+        let mut cps = Vec::new();
+        let mut out = Vec::new();
+        self.encode_streaming(text, chunk.max(1), &mut cps, &mut out)
+            .then_some(out)
     }
 
     /// Decodes ids exactly as the reference encoder does.

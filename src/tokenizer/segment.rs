@@ -219,6 +219,7 @@ pub(crate) struct Segmenter {
     triples: PackedMap,
     angle: AngleTrie,
     fallback: Fallback,
+    lookahead: usize,
 }
 
 impl Segmenter {
@@ -264,6 +265,12 @@ impl Segmenter {
         for (b, slot) in bytes.iter_mut().enumerate() {
             *slot = vocab.id(&format!("<|byte{b}|>")).unwrap_or(0);
         }
+        let lookahead = angle_spellings
+            .iter()
+            .map(|(c, _)| c.len())
+            .max()
+            .unwrap_or(0)
+            .max(3);
         let angle = AngleTrie::new(angle_spellings);
         let mut sorted_pairs: Vec<(u64, u32)> = pairs.into_iter().collect();
         sorted_pairs.sort_unstable();
@@ -305,6 +312,7 @@ impl Segmenter {
             kid_offsets,
             triples: PackedMap::from_pairs(&triples),
             angle,
+            lookahead,
             fallback: Fallback {
                 kigou: lookup("<KIGOU>"),
                 u2000u2bff: lookup("<U2000U2BFF>"),
@@ -315,9 +323,22 @@ impl Segmenter {
 
     /// Appends the ids of `text` (code points) to `out`.
     pub(crate) fn segment(&self, text: &[u32], out: &mut Vec<u32>) {
+        self.segment_until(text, text.len(), out);
+    }
+
+    /// How many characters past a position segmentation may look at (the longest
+    /// spelling: 3, or a longer `<`-token).
+    pub(crate) fn lookahead(&self) -> usize {
+        self.lookahead
+    }
+
+    /// Segments the tokens that start before `limit` and returns where the next one
+    /// starts. With `limit + lookahead() <= text.len()` the result is what segmenting the
+    /// whole text would give, so long texts can be processed in pieces.
+    pub(crate) fn segment_until(&self, text: &[u32], limit: usize, out: &mut Vec<u32>) -> usize {
         let n = text.len();
         let mut pos = 0;
-        while pos < n {
+        while pos < limit {
             let c1 = text[pos];
             if c1 == '<' as u32 {
                 if let Some((id, len)) = self.angle.longest(&text[pos..]) {
@@ -359,6 +380,7 @@ impl Segmenter {
                 pos += 1;
             }
         }
+        pos
     }
 
     /// The pair entry of (the character of `entry`, `c2`).
