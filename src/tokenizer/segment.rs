@@ -6,10 +6,11 @@
 //! vocabulary wins at once, the longest such one (special tokens such as `<SP>`).
 //!
 //! Lookups without allocation: a two-level table indexed by code point for single
-//! characters, and hash maps keyed by the packed code points (21 bits each) for pairs and
-//! triples. Flags say whether a longer window can exist, so most positions cost one or two
-//! lookups. Spellings starting with `<` live in a small character trie walked for the
-//! longest match.
+//! characters; per first character, a short list (scanned, or hashed when long) of the
+//! second characters of pairs; an open-addressing map keyed by packed code points (21 bits
+//! each) for triples. Flags say whether a longer window can exist, so most positions cost
+//! one or two lookups. Spellings starting with `<` live in a small character trie walked
+//! for the longest match. `segment_until` lets long texts be segmented in pieces.
 
 use rustc_hash::FxHashMap;
 
