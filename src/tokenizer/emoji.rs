@@ -347,15 +347,11 @@ fn can_create_match(key: &str, token: &str) -> bool {
     if token.contains(key) || key.contains(token) {
         return true;
     }
-    let tb: Vec<char> = token.chars().collect();
-    for i in 1..tb.len() {
-        let head: String = tb[..i].iter().collect();
-        let tail: String = tb[tb.len() - i..].iter().collect();
-        if key.ends_with(&head) || key.starts_with(&tail) {
-            return true;
-        }
-    }
-    false
+    // Every split of the token into a non-empty head and tail.
+    token.char_indices().skip(1).any(|(i, _)| {
+        let (head, tail) = token.split_at(i);
+        key.ends_with(head) || key.starts_with(tail)
+    })
 }
 
 /// The character of a key least likely to occur in ordinary text: the trigger test then

@@ -226,8 +226,10 @@ pub(crate) struct Segmenter {
 impl Segmenter {
     pub(crate) fn new(vocab: &Vocab) -> Self {
         let mut singles = CharTable::new();
-        let mut pairs: FxHashMap<u64, u32> = FxHashMap::default();
-        let mut triples = FxHashMap::default();
+        let n = vocab.len();
+        let mut pairs: FxHashMap<u64, u32> =
+            FxHashMap::with_capacity_and_hasher(n, Default::default());
+        let mut triples = FxHashMap::with_capacity_and_hasher(n / 2, Default::default());
         let mut angle_spellings = Vec::new();
         let mut chars: Vec<u32> = Vec::with_capacity(4);
         for (spelling, id) in vocab.iter_map() {

@@ -118,7 +118,7 @@ impl Vocab {
                 SPECIAL_NAMES.join(" ")
             );
         }
-        let mut map = FxHashMap::default();
+        let mut map = FxHashMap::with_capacity_and_hasher(n + n / 2, Default::default());
         for (id, spellings) in entries.iter().enumerate() {
             if spellings.is_empty() {
                 bail!("{origin}: line {}: no spelling", id + 1);
