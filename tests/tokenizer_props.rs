@@ -119,6 +119,18 @@ proptest! {
     }
 
     #[test]
+    fn encoding_in_pieces_equals_encoding_whole(
+        text in "([a-zあ-んア-ン漢字の<>|SPBRTAB0-9 \r\n\t]|<SP>|<BR>|<\\|byte3\\|>|<\\|endoftext\\|>|\r\n){0,60}",
+        chunk in 1usize..24,
+    ) {
+        for tok in [original(), Tokenizer::builtin()] {
+            if let Some(ids) = tok.encode_in_pieces(&text, chunk) {
+                prop_assert_eq!(ids, tok.encode(&text, false));
+            }
+        }
+    }
+
+    #[test]
     fn decode_never_panics(ids in proptest::collection::vec(0u32..40_000, 0..80)) {
         for tok in [original(), Tokenizer::builtin()] {
             let n = tok.vocab_size() as u32;
@@ -145,6 +157,29 @@ proptest! {
         let ids = tok.encode(&text, false);
         prop_assert_eq!(tok.decode(&ids).unwrap(), after_prereplacement(&text));
     }
+}
+
+#[test]
+fn long_texts_are_encoded_in_pieces_exactly() {
+    // Long documents take the streaming path; it must agree with one-piece segmentation.
+    let text = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/wagahai.txt"),
+    )
+    .unwrap();
+    let head: String = text.chars().take(60_000).collect();
+    let tok = Tokenizer::builtin();
+    let one_piece = tok
+        .encode_in_pieces(&head, usize::MAX / 4)
+        .expect("no emoji in wagahai");
+    assert!(one_piece.len() > 20_000);
+    for chunk in [1, 7, 1000, 16 * 1024] {
+        assert_eq!(
+            tok.encode_in_pieces(&head, chunk).as_ref(),
+            Some(&one_piece),
+            "{chunk}"
+        );
+    }
+    assert_eq!(tok.encode(&head, false), one_piece);
 }
 
 #[test]

@@ -35,6 +35,18 @@ pub struct VocabArgs {
 impl VocabArgs {
     /// Loads the tokenizer these arguments name.
     pub fn load(&self) -> Result<Tokenizer> {
+        let started = std::time::Instant::now();
+        let tok = self.load_inner()?;
+        tracing::info!(
+            vocab = ?self.vocab,
+            ids = tok.vocab_size(),
+            ms = started.elapsed().as_millis() as u64,
+            "tokenizer loaded"
+        );
+        Ok(tok)
+    }
+
+    fn load_inner(&self) -> Result<Tokenizer> {
         match (&self.vocab, &self.emoji) {
             (None, None) => Ok(Tokenizer::builtin().clone()),
             (None, Some(_)) => bail!("--emoji needs --vocab"),
@@ -92,9 +104,12 @@ pub fn run(cmd: Command) -> Result<()> {
     }
 }
 
-/// Input lines as `&str`, each checked for UTF-8 (errors name the line). A final line
+/// Input lines: (1-based line number, byte range in the input text).
+type Lines = Vec<(usize, std::ops::Range<usize>)>;
+
+/// The input text and its lines, checked for UTF-8 (errors name the line). A final line
 /// end does not start a new line; a CR before LF is dropped.
-fn read_lines(input: &Option<PathBuf>) -> Result<(String, Vec<(usize, std::ops::Range<usize>)>)> {
+fn read_lines(input: &Option<PathBuf>) -> Result<(String, Lines)> {
     let name = input
         .as_ref()
         .map(|p| p.display().to_string())

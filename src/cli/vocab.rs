@@ -1,6 +1,7 @@
 //! `gptsan vocab build`: learn a vocabulary; `gptsan vocab build-corpus` (hidden):
 //! regenerate the built-in corpus file `data/corpus.tsv.zst`.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -69,21 +70,24 @@ pub fn run(cmd: Command) -> Result<()> {
     match cmd {
         Command::Build(a) => build(a),
         Command::BuildCorpus(a) => {
+            let mut out = std::io::stdout().lock();
             let bytes = corpus::build_builtin(&a.wagahai, &a.tatoeba)?;
             write_atomic(&a.output, &bytes)?;
             let docs = corpus::decode_compressed(&bytes)?;
-            println!(
+            writeln!(
+                out,
                 "wrote {} ({} documents, {} bytes compressed)",
                 a.output.display(),
                 docs.len(),
                 bytes.len()
-            );
+            )?;
             Ok(())
         }
     }
 }
 
 fn build(a: BuildArgs) -> Result<()> {
+    let mut out = std::io::stdout().lock();
     let started = Instant::now();
     let docs: Vec<String> = if a.corpus.is_empty() {
         corpus::builtin().into_iter().map(|d| d.text).collect()
@@ -131,18 +135,20 @@ fn build(a: BuildArgs) -> Result<()> {
         built.emoji.to_json().as_bytes(),
     )?;
     let secs = started.elapsed().as_secs_f64();
-    println!(
+    writeln!(
+        out,
         "wrote {}/vocab.txt ({} ids) and emoji.json in {secs:.1} s from {} documents",
         a.output.display(),
         built.vocab.len(),
         train.len()
-    );
+    )?;
     if !heldout.is_empty() {
         let ours = builder::tokens_per_char(&built.tokenizer(), &heldout);
-        println!(
+        writeln!(
+            out,
             "held-out compression ({} documents): {ours:.4} tokens/char with the new vocabulary",
             heldout.len()
-        );
+        )?;
         if let Some(v) = &a.compare_vocab {
             let e = a.compare_emoji.clone().unwrap_or_else(|| {
                 v.parent()
@@ -151,11 +157,12 @@ fn build(a: BuildArgs) -> Result<()> {
             });
             let other = Tokenizer::from_files(v, &e)?;
             let theirs = builder::tokens_per_char(&other, &heldout);
-            println!(
+            writeln!(
+                out,
                 "held-out compression: {theirs:.4} tokens/char with {} ({} ids)",
                 v.display(),
                 other.vocab_size()
-            );
+            )?;
         }
     }
     Ok(())

@@ -33,32 +33,61 @@ pub struct EmojiTable {
     triggers: CharSet,
     /// True when replacements cannot create new key occurrences (see module doc).
     fast_ok: bool,
+    /// Longest live key, in bytes.
+    max_key_len: usize,
+    /// Longest live key, in characters.
+    max_key_chars: usize,
 }
 
-/// A set of chars as a bitmap (sparse pages); membership in O(1).
-#[derive(Debug, Clone, Default)]
+/// Largest char boundary <= i.
+fn floor_char(s: &str, mut i: usize) -> usize {
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// Smallest char boundary >= i (at most `s.len()`).
+fn ceil_char(s: &str, mut i: usize) -> usize {
+    while i < s.len() && !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i
+}
+
+/// A set of chars: a flat bitmap for the BMP (8 KB, stays in L1) and a sorted list above.
+#[derive(Debug, Clone)]
 pub(crate) struct CharSet {
-    pages: Vec<Option<Box<[u64; 64]>>>,
+    bmp: Box<[u64; 1024]>,
+    astral: Vec<char>,
+}
+
+impl Default for CharSet {
+    fn default() -> Self {
+        CharSet {
+            bmp: Box::new([0u64; 1024]),
+            astral: Vec::new(),
+        }
+    }
 }
 
 impl CharSet {
     pub(crate) fn insert(&mut self, c: char) {
-        let c = c as usize;
-        let (page, bit) = (c >> 12, c & 0xfff);
-        if self.pages.len() <= page {
-            self.pages.resize(page + 1, None);
+        let u = c as usize;
+        if u < 0x10000 {
+            self.bmp[u >> 6] |= 1u64 << (u & 63);
+        } else if let Err(i) = self.astral.binary_search(&c) {
+            self.astral.insert(i, c);
         }
-        let p = self.pages[page].get_or_insert_with(|| Box::new([0u64; 64]));
-        p[bit >> 6] |= 1u64 << (bit & 63);
     }
 
     #[inline]
     pub(crate) fn contains(&self, c: char) -> bool {
-        let c = c as usize;
-        let (page, bit) = (c >> 12, c & 0xfff);
-        match self.pages.get(page) {
-            Some(Some(p)) => p[bit >> 6] & (1u64 << (bit & 63)) != 0,
-            _ => false,
+        let u = c as usize;
+        if u < 0x10000 {
+            self.bmp[u >> 6] & (1u64 << (u & 63)) != 0
+        } else {
+            self.astral.binary_search(&c).is_ok()
         }
     }
 }
@@ -155,7 +184,15 @@ impl EmojiTable {
         if !fast_ok {
             tracing::info!("emoji table: keys overlap token strings; using literal replacement");
         }
+        let max_key_len = live.iter().map(|&i| pairs[i].0.len()).max().unwrap_or(0);
+        let max_key_chars = live
+            .iter()
+            .map(|&i| pairs[i].0.chars().count())
+            .max()
+            .unwrap_or(0);
         Ok(EmojiTable {
+            max_key_len,
+            max_key_chars,
             pairs,
             inv,
             live,
@@ -211,6 +248,33 @@ impl EmojiTable {
         self.triggers.contains(c)
     }
 
+    /// Whether some key occurs in `cps` (code points) around one of the `triggers`
+    /// positions. Exact: every occurrence contains its key's trigger character.
+    pub(crate) fn any_key_near(&self, cps: &[u32], triggers: &[usize]) -> bool {
+        let Some(finder) = self.finder.as_ref() else {
+            return false;
+        };
+        let reach = self.max_key_chars;
+        let mut window = String::new();
+        let mut i = 0;
+        while i < triggers.len() {
+            let lo = triggers[i].saturating_sub(reach);
+            let mut hi = (triggers[i] + reach + 1).min(cps.len());
+            // Merge triggers whose windows overlap.
+            while i + 1 < triggers.len() && triggers[i + 1].saturating_sub(reach) <= hi {
+                i += 1;
+                hi = (triggers[i] + reach + 1).min(cps.len());
+            }
+            window.clear();
+            window.extend(cps[lo..hi].iter().filter_map(|&c| char::from_u32(c)));
+            if finder.is_match(window.as_str()) {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+
     /// Replaces emoji keys in `text` as the reference does. Returns `None` when nothing
     /// changed (the common case), so callers can keep their buffer.
     pub fn replace(&self, text: &str) -> Option<String> {
@@ -218,10 +282,36 @@ impl EmojiTable {
         if !self.fast_ok {
             return self.replace_literal(text);
         }
-        let mut found: Vec<usize> = finder
-            .find_overlapping_iter(text)
-            .map(|m| self.live[m.pattern().as_usize()])
-            .collect();
+        // Every occurrence of a key contains that key's trigger character, so it lies
+        // within `max_key_len` bytes of a trigger: search only those windows.
+        let mut found: Vec<usize> = Vec::new();
+        let mut window: Option<(usize, usize)> = None;
+        let search = |(lo, hi): (usize, usize), found: &mut Vec<usize>| {
+            let slice = &text[floor_char(text, lo)..ceil_char(text, hi)];
+            found.extend(
+                finder
+                    .find_overlapping_iter(slice)
+                    .map(|m| self.live[m.pattern().as_usize()]),
+            );
+        };
+        for (i, c) in text.char_indices() {
+            if !self.triggers.contains(c) {
+                continue;
+            }
+            let lo = i.saturating_sub(self.max_key_len);
+            let hi = (i + c.len_utf8() + self.max_key_len).min(text.len());
+            window = match window {
+                Some((wlo, whi)) if lo <= whi => Some((wlo, hi.max(whi))),
+                Some(w) => {
+                    search(w, &mut found);
+                    Some((lo, hi))
+                }
+                None => Some((lo, hi)),
+            };
+        }
+        if let Some(w) = window {
+            search(w, &mut found);
+        }
         if found.is_empty() {
             return None;
         }
@@ -257,15 +347,11 @@ fn can_create_match(key: &str, token: &str) -> bool {
     if token.contains(key) || key.contains(token) {
         return true;
     }
-    let tb: Vec<char> = token.chars().collect();
-    for i in 1..tb.len() {
-        let head: String = tb[..i].iter().collect();
-        let tail: String = tb[tb.len() - i..].iter().collect();
-        if key.ends_with(&head) || key.starts_with(&tail) {
-            return true;
-        }
-    }
-    false
+    // Every split of the token into a non-empty head and tail.
+    token.char_indices().skip(1).any(|(i, _)| {
+        let (head, tail) = token.split_at(i);
+        key.ends_with(head) || key.starts_with(tail)
+    })
 }
 
 /// The character of a key least likely to occur in ordinary text: the trigger test then
@@ -319,5 +405,57 @@ mod tests {
         let t = table(&[("|>x", "<|emoji1|>")]);
         assert!(!t.fast_ok);
         assert_eq!(t.replace("a|>x").as_deref(), Some("a<|emoji1|>"));
+    }
+
+    mod against_literal {
+        use super::super::*;
+        use proptest::prelude::*;
+        use std::sync::OnceLock;
+
+        /// The original 36K vocabulary's emoji table (from ../shared).
+        fn original() -> &'static EmojiTable {
+            static T: OnceLock<EmojiTable> = OnceLock::new();
+            T.get_or_init(|| {
+                let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../shared/gptsan-vocab/emoji.json");
+                EmojiTable::from_file(&p).expect("read ../shared/gptsan-vocab/emoji.json")
+            })
+        }
+
+        /// Texts made of emoji keys, pieces of keys and filler characters.
+        fn text() -> impl Strategy<Value = String> {
+            let t = original();
+            let n = t.pairs.len();
+            let piece = prop_oneof![
+                (0..n).prop_map(move |i| t.pairs[i].0.clone()),
+                (0..n, 0usize..4).prop_map(move |(i, k)| {
+                    t.pairs[i].0.chars().skip(k).take(2).collect::<String>()
+                }),
+                "[あ-んa-z()^_;・。人ー<>|0-9]{0,6}",
+            ];
+            proptest::collection::vec(piece, 0..12).prop_map(|v| v.concat())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, .. ProptestConfig::default() })]
+
+            #[test]
+            fn fast_replacement_equals_sequential_replacement(t in text()) {
+                let table = original();
+                prop_assert!(table.fast_ok);
+                let norm = crate::tokenizer::normalize::prereplace_string(&t);
+                let literal = table.replace_literal(&norm);
+                prop_assert_eq!(table.replace(&norm), literal.clone());
+                // The pre-check on code points agrees with the string search.
+                let cps: Vec<u32> = norm.chars().map(|c| c as u32).collect();
+                let triggers: Vec<usize> = norm
+                    .chars()
+                    .enumerate()
+                    .filter(|(_, c)| table.is_trigger(*c))
+                    .map(|(i, _)| i)
+                    .collect();
+                prop_assert_eq!(table.any_key_near(&cps, &triggers), literal.is_some());
+            }
+        }
     }
 }

@@ -49,9 +49,20 @@ pub struct Tokenizer {
     pieces: Vec<decode::Piece>,
 }
 
+/// Texts longer than twice this many bytes are encoded in pieces of this size.
+const STREAM_CHUNK: usize = 16 * 1024;
+
+/// Reusable buffers of one thread: the pre-replaced code points and the positions of emoji
+/// trigger characters among them.
+#[derive(Default)]
+struct Scratch {
+    cps: Vec<u32>,
+    triggers: Vec<usize>,
+}
+
 thread_local! {
     /// Per-thread code-point buffer, so encoding allocates only its output.
-    static SCRATCH: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: RefCell<Scratch> = const { RefCell::new(Scratch { cps: Vec::new(), triggers: Vec::new() }) };
 }
 
 /// The default vocabulary shipped in the binary (built from the built-in corpus by
@@ -142,34 +153,95 @@ impl Tokenizer {
     pub fn encode_into(&self, text: &str, clean: bool, out: &mut Vec<u32>) {
         SCRATCH.with(|cell| {
             let mut guard = cell.try_borrow_mut();
-            let mut local = Vec::new();
+            let mut local = Scratch::default();
             // Re-entrancy cannot happen here, but never panic if it did.
-            let cps: &mut Vec<u32> = match guard.as_mut() {
+            let scratch: &mut Scratch = match guard.as_mut() {
                 Ok(v) => v,
                 Err(_) => &mut local,
             };
+            let Scratch { cps, triggers } = scratch;
+            cps.clear();
+            triggers.clear();
+            if !clean
+                && text.len() > 2 * STREAM_CHUNK
+                && self.encode_streaming(text, STREAM_CHUNK, cps, out)
+            {
+                return;
+            }
             cps.clear();
             let mut slow = clean;
             if !slow {
                 let emoji = &self.emoji;
                 normalize::prereplace(text, |c| {
-                    slow |= emoji.is_trigger(c);
+                    if emoji.is_trigger(c) {
+                        triggers.push(cps.len());
+                    }
                     cps.push(c as u32);
                 });
+                // A trigger character alone proves nothing: look for whole keys around
+                // the triggers before taking the string path.
+                slow = !triggers.is_empty() && self.emoji.any_key_near(cps, triggers);
             }
             if slow {
-                let mut s = normalize::prereplace_string(text);
-                if let Some(replaced) = self.emoji.replace(&s) {
-                    s = replaced;
+                let s = normalize::prereplace_string(text);
+                let replaced = self.emoji.replace(&s);
+                // Without cleaning and with no emoji found, `cps` is already right.
+                if clean || replaced.is_some() {
+                    let mut s = replaced.unwrap_or(s);
+                    if clean {
+                        s = clean::clean(s);
+                    }
+                    cps.clear();
+                    cps.extend(s.chars().map(|c| c as u32));
                 }
-                if clean {
-                    s = clean::clean(s);
-                }
-                cps.clear();
-                cps.extend(s.chars().map(|c| c as u32));
             }
             self.segmenter.segment(cps, out);
         })
+    }
+
+    /// Encodes a long text piece by piece so the code-point buffer stays in cache. Only
+    /// for texts where no emoji key can occur (no trigger character): returns false, with
+    /// `out` as it was, as soon as a trigger shows up; the caller then takes the normal path.
+    fn encode_streaming(
+        &self,
+        text: &str,
+        chunk: usize,
+        cps: &mut Vec<u32>,
+        out: &mut Vec<u32>,
+    ) -> bool {
+        let out_start = out.len();
+        let lookahead = self.segmenter.lookahead();
+        let bytes = text.as_bytes();
+        let mut start = 0;
+        while start < text.len() {
+            let mut end = (start + chunk).min(text.len());
+            while !text.is_char_boundary(end) {
+                end += 1;
+            }
+            // Never split CR LF (it is one line break).
+            if end < text.len() && bytes[end - 1] == b'\r' && bytes[end] == b'\n' {
+                end += 1;
+            }
+            let mut triggered = false;
+            let emoji = &self.emoji;
+            normalize::prereplace(&text[start..end], |c| {
+                triggered |= emoji.is_trigger(c);
+                cps.push(c as u32);
+            });
+            if triggered {
+                out.truncate(out_start);
+                return false;
+            }
+            if end == text.len() {
+                self.segmenter.segment(cps, out);
+            } else {
+                let limit = cps.len().saturating_sub(lookahead);
+                let next = self.segmenter.segment_until(cps, limit, out);
+                cps.drain(..next);
+            }
+            start = end;
+        }
+        true
     }
 
     /// Encodes many texts in parallel (rayon); the result keeps the input order.
@@ -178,6 +250,15 @@ impl Tokenizer {
             .par_iter()
             .map(|t| self.encode(t.as_ref(), clean))
             .collect()
+    }
+
+    /// Streaming encode with an explicit piece size (tests compare it with `encode`).
+    #[doc(hidden)]
+    pub fn encode_in_pieces(&self, text: &str, chunk: usize) -> Option<Vec<u32>> {
+        let mut cps = Vec::new();
+        let mut out = Vec::new();
+        self.encode_streaming(text, chunk.max(1), &mut cps, &mut out)
+            .then_some(out)
     }
 
     /// Decodes ids exactly as the reference encoder does.

@@ -6,10 +6,11 @@
 //! vocabulary wins at once, the longest such one (special tokens such as `<SP>`).
 //!
 //! Lookups without allocation: a two-level table indexed by code point for single
-//! characters, and hash maps keyed by the packed code points (21 bits each) for pairs and
-//! triples. Flags say whether a longer window can exist, so most positions cost one or two
-//! lookups. Spellings starting with `<` live in a small character trie walked for the
-//! longest match.
+//! characters; per first character, a short list (scanned, or hashed when long) of the
+//! second characters of pairs; an open-addressing map keyed by packed code points (21 bits
+//! each) for triples. Flags say whether a longer window can exist, so most positions cost
+//! one or two lookups. Spellings starting with `<` live in a small character trie walked
+//! for the longest match. `segment_until` lets long texts be segmented in pieces.
 
 use rustc_hash::FxHashMap;
 
@@ -21,35 +22,101 @@ const HAS_LONGER: u32 = 1 << 31;
 /// Low bits of an entry: the id, or all ones for "no spelling of this length".
 const ID_MASK: u32 = !HAS_LONGER;
 
-/// Code point -> value, for all of Unicode, in 256-entry pages allocated on demand.
+/// Code point -> entry, for all of Unicode, in 256-entry pages allocated on demand.
+/// Entry: low 32 bits the single-character id (or ID_MASK) plus HAS_LONGER; high 32 bits
+/// the index of the character's pair list in `Segmenter::kid_offsets`.
 #[derive(Debug, Clone)]
 struct CharTable {
     index: Vec<u16>,
-    pages: Vec<[u32; 256]>,
+    pages: Vec<[u64; 256]>,
 }
 
 impl CharTable {
     fn new() -> Self {
         CharTable {
             index: vec![0; 0x1100],
-            pages: vec![[ID_MASK; 256]],
+            pages: vec![[ID_MASK as u64; 256]],
         }
     }
 
     #[inline]
-    fn get(&self, c: u32) -> u32 {
+    fn get(&self, c: u32) -> u64 {
         // Code points come from `char`, so `c >> 8 < 0x1100`.
         self.pages[self.index[(c >> 8) as usize] as usize][(c & 0xff) as usize]
     }
 
-    fn get_mut(&mut self, c: u32) -> &mut u32 {
+    fn get_mut(&mut self, c: u32) -> &mut u64 {
         let slot = (c >> 8) as usize;
         if self.index[slot] == 0 {
-            self.pages.push([ID_MASK; 256]);
+            self.pages.push([ID_MASK as u64; 256]);
             self.index[slot] = (self.pages.len() - 1) as u16;
         }
         &mut self.pages[self.index[slot] as usize][(c & 0xff) as usize]
     }
+}
+
+/// u64 -> u32 open-addressing map (linear probing, load <= 1/2). Key and value share a
+/// slot, so a lookup usually touches one cache line; keys are packed code points, never
+/// `EMPTY`.
+#[derive(Debug, Clone)]
+struct PackedMap {
+    slots: Vec<(u64, u32)>,
+    shift: u32,
+}
+
+const EMPTY: u64 = u64::MAX;
+
+impl PackedMap {
+    fn from_pairs(pairs: &FxHashMap<u64, u32>) -> Self {
+        let cap = (pairs.len() * 2).next_power_of_two().max(16);
+        let mut map = PackedMap {
+            slots: vec![(EMPTY, 0); cap],
+            shift: 64 - cap.trailing_zeros(),
+        };
+        // Insert in key order so the layout never depends on hash-map iteration order.
+        let mut sorted: Vec<(u64, u32)> = pairs.iter().map(|(&k, &v)| (k, v)).collect();
+        sorted.sort_unstable();
+        for (k, v) in sorted {
+            let mut i = map.slot(k);
+            while map.slots[i].0 != EMPTY {
+                i = (i + 1) & (cap - 1);
+            }
+            map.slots[i] = (k, v);
+        }
+        map
+    }
+
+    #[inline]
+    fn slot(&self, key: u64) -> usize {
+        (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+    }
+
+    #[inline]
+    fn get(&self, key: u64) -> Option<u32> {
+        let mask = self.slots.len() - 1;
+        let mut i = self.slot(key);
+        loop {
+            let (k, v) = self.slots[i];
+            if k == key {
+                return Some(v);
+            }
+            if k == EMPTY {
+                return None;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+}
+
+/// Pair lists up to this length are scanned; longer ones are hashed.
+const LINEAR_KIDS: usize = 16;
+/// Free slot of a hashed pair list (no character has this code).
+const EMPTY_KID: u32 = u32::MAX;
+
+/// Home slot of `c2` in a hashed pair list of `cap` (a power of two > 16) slots.
+#[inline]
+fn kid_slot(c2: u32, cap: usize) -> usize {
+    (c2.wrapping_mul(0x9E37_79B1) >> (32 - cap.trailing_zeros())) as usize
 }
 
 #[inline]
@@ -63,41 +130,66 @@ fn pack3(a: u32, b: u32, c: u32) -> u64 {
 }
 
 /// Character trie over the spellings that start with `<` and are longer than 2 characters.
-#[derive(Debug, Clone, Default)]
+/// Children are kept in small sorted arrays: few nodes have more than a dozen children, so
+/// a scan beats hashing.
+#[derive(Debug, Clone)]
 struct AngleTrie {
-    /// (node, char) -> child node. Node 0 is the root (before `<`).
-    edges: FxHashMap<(u32, u32), u32>,
-    /// Id of the spelling ending at each node, or NONE.
-    terminal: Vec<u32>,
+    /// Per node: range of its children in `edges`, and the id ending there (or NONE).
+    nodes: Vec<(u32, u32, u32)>,
+    /// (char, child node), grouped by parent, sorted by char.
+    edges: Vec<(u32, u32)>,
 }
 
 impl AngleTrie {
-    fn insert(&mut self, spelling: &str, id: u32) {
-        if self.terminal.is_empty() {
-            self.terminal.push(NONE);
-        }
-        let mut node = 0u32;
-        for c in spelling.chars() {
-            let next = self.terminal.len() as u32;
-            node = *self.edges.entry((node, c as u32)).or_insert_with(|| next);
-            if node == next {
-                self.terminal.push(NONE);
+    fn new(mut spellings: Vec<(Vec<u32>, u32)>) -> Self {
+        // Build level by level from sorted spellings so each node's children are contiguous.
+        spellings.sort_unstable();
+        let mut trie = AngleTrie {
+            nodes: vec![(0, 0, NONE)],
+            edges: Vec::new(),
+        };
+        // (node, start, end, depth): spellings[start..end] share the first `depth` chars.
+        let mut queue =
+            std::collections::VecDeque::from([(0usize, 0usize, spellings.len(), 0usize)]);
+        while let Some((node, start, end, depth)) = queue.pop_front() {
+            let first_edge = trie.edges.len() as u32;
+            let mut i = start;
+            while i < end {
+                if spellings[i].0.len() == depth {
+                    trie.nodes[node].2 = spellings[i].1;
+                    i += 1;
+                    continue;
+                }
+                let c = spellings[i].0[depth];
+                let mut j = i;
+                while j < end && spellings[j].0.len() > depth && spellings[j].0[depth] == c {
+                    j += 1;
+                }
+                let child = trie.nodes.len();
+                trie.nodes.push((0, 0, NONE));
+                trie.edges.push((c, child as u32));
+                queue.push_back((child, i, j, depth + 1));
+                i = j;
             }
+            trie.nodes[node].0 = first_edge;
+            trie.nodes[node].1 = trie.edges.len() as u32;
         }
-        self.terminal[node as usize] = id;
+        trie
     }
 
     /// Longest spelling at the start of `text`: (id, length in chars).
     #[inline]
     fn longest(&self, text: &[u32]) -> Option<(u32, usize)> {
-        let mut node = 0u32;
+        let mut node = 0usize;
         let mut best = None;
         for (i, &c) in text.iter().enumerate() {
-            match self.edges.get(&(node, c)) {
-                Some(&n) => node = n,
+            let (lo, hi, _) = self.nodes[node];
+            let children = &self.edges[lo as usize..hi as usize];
+            match children.iter().find(|e| e.0 == c) {
+                Some(&(_, child)) => node = child as usize,
                 None => break,
             }
-            let id = self.terminal[node as usize];
+            let id = self.nodes[node].2;
             if id != NONE {
                 best = Some((id, i + 1));
             }
@@ -118,41 +210,49 @@ pub(crate) struct Fallback {
 #[derive(Debug, Clone)]
 pub(crate) struct Segmenter {
     singles: CharTable,
-    /// Pair -> id (or NONE) with HAS_LONGER when a triple extends it.
-    pairs: FxHashMap<u64, u32>,
-    triples: FxHashMap<u64, u32>,
+    /// Second characters of pairs, grouped by first character and sorted: (c2, entry),
+    /// entry = id (or ID_MASK) with HAS_LONGER when a triple extends the pair. Grouping
+    /// keeps a character's pairs in a few cache lines (a global hash table of pairs
+    /// missed the cache on almost every lookup).
+    kids: Vec<(u32, u32)>,
+    /// Pair list k is `kids[kid_offsets[k]..kid_offsets[k + 1]]`.
+    kid_offsets: Vec<u32>,
+    triples: PackedMap,
     angle: AngleTrie,
     fallback: Fallback,
+    lookahead: usize,
 }
 
 impl Segmenter {
     pub(crate) fn new(vocab: &Vocab) -> Self {
         let mut singles = CharTable::new();
-        let mut pairs: FxHashMap<u64, u32> = FxHashMap::default();
-        let mut triples = FxHashMap::default();
-        let mut angle = AngleTrie::default();
+        let n = vocab.len();
+        let mut pairs: FxHashMap<u64, u32> =
+            FxHashMap::with_capacity_and_hasher(n, Default::default());
+        let mut triples = FxHashMap::with_capacity_and_hasher(n / 2, Default::default());
+        let mut angle_spellings = Vec::new();
         let mut chars: Vec<u32> = Vec::with_capacity(4);
         for (spelling, id) in vocab.iter_map() {
             chars.clear();
             chars.extend(spelling.chars().map(|c| c as u32));
             if chars[0] == '<' as u32 && chars.len() > 2 {
-                angle.insert(spelling, id);
+                angle_spellings.push((chars.clone(), id));
                 continue;
             }
             match chars.len() {
                 1 => {
                     let e = singles.get_mut(chars[0]);
-                    *e = (*e & HAS_LONGER) | id;
+                    *e = (*e & HAS_LONGER as u64) | id as u64;
                 }
                 2 => {
                     let e = singles.get_mut(chars[0]);
-                    *e = (*e & ID_MASK) | HAS_LONGER;
+                    *e |= HAS_LONGER as u64;
                     let p = pairs.entry(pack2(chars[0], chars[1])).or_insert(ID_MASK);
                     *p = (*p & HAS_LONGER) | id;
                 }
                 3 => {
                     let e = singles.get_mut(chars[0]);
-                    *e = (*e & ID_MASK) | HAS_LONGER;
+                    *e |= HAS_LONGER as u64;
                     let p = pairs.entry(pack2(chars[0], chars[1])).or_insert(ID_MASK);
                     *p |= HAS_LONGER;
                     triples.insert(pack3(chars[0], chars[1], chars[2]), id);
@@ -168,11 +268,54 @@ impl Segmenter {
         for (b, slot) in bytes.iter_mut().enumerate() {
             *slot = vocab.id(&format!("<|byte{b}|>")).unwrap_or(0);
         }
+        let lookahead = angle_spellings
+            .iter()
+            .map(|(c, _)| c.len())
+            .max()
+            .unwrap_or(0)
+            .max(3);
+        let angle = AngleTrie::new(angle_spellings);
+        let mut sorted_pairs: Vec<(u64, u32)> = pairs.into_iter().collect();
+        sorted_pairs.sort_unstable();
+        let mut kids = Vec::with_capacity(sorted_pairs.len());
+        let mut kid_offsets = vec![0u32];
+        let mut group: Vec<(u32, u32)> = Vec::new();
+        for (i, &(key, entry)) in sorted_pairs.iter().enumerate() {
+            let c1 = (key >> 21) as u32;
+            group.push(((key & 0x1f_ffff) as u32, entry));
+            let last_of_c1 = sorted_pairs
+                .get(i + 1)
+                .is_none_or(|&(next, _)| (next >> 21) as u32 != c1);
+            if last_of_c1 {
+                let k = kid_offsets.len() as u64 - 1;
+                *singles.get_mut(c1) |= k << 32;
+                if group.len() <= LINEAR_KIDS {
+                    kids.append(&mut group);
+                } else {
+                    // A small open-addressing table (load <= 1/2) for characters with many
+                    // pairs (kana, punctuation): one probe instead of a binary search.
+                    let cap = (group.len() * 2).next_power_of_two();
+                    let start = kids.len();
+                    kids.resize(start + cap, (EMPTY_KID, ID_MASK));
+                    for &(c2, e) in &group {
+                        let mut j = kid_slot(c2, cap);
+                        while kids[start + j].0 != EMPTY_KID {
+                            j = (j + 1) & (cap - 1);
+                        }
+                        kids[start + j] = (c2, e);
+                    }
+                    group.clear();
+                }
+                kid_offsets.push(kids.len() as u32);
+            }
+        }
         Segmenter {
             singles,
-            pairs,
-            triples,
+            kids,
+            kid_offsets,
+            triples: PackedMap::from_pairs(&triples),
             angle,
+            lookahead,
             fallback: Fallback {
                 kigou: lookup("<KIGOU>"),
                 u2000u2bff: lookup("<U2000U2BFF>"),
@@ -183,9 +326,22 @@ impl Segmenter {
 
     /// Appends the ids of `text` (code points) to `out`.
     pub(crate) fn segment(&self, text: &[u32], out: &mut Vec<u32>) {
+        self.segment_until(text, text.len(), out);
+    }
+
+    /// How many characters past a position segmentation may look at (the longest
+    /// spelling: 3, or a longer `<`-token).
+    pub(crate) fn lookahead(&self) -> usize {
+        self.lookahead
+    }
+
+    /// Segments the tokens that start before `limit` and returns where the next one
+    /// starts. With `limit + lookahead() <= text.len()` the result is what segmenting the
+    /// whole text would give, so long texts can be processed in pieces.
+    pub(crate) fn segment_until(&self, text: &[u32], limit: usize, out: &mut Vec<u32>) -> usize {
         let n = text.len();
         let mut pos = 0;
-        while pos < n {
+        while pos < limit {
             let c1 = text[pos];
             if c1 == '<' as u32 {
                 if let Some((id, len)) = self.angle.longest(&text[pos..]) {
@@ -194,14 +350,14 @@ impl Segmenter {
                     continue;
                 }
             }
-            let single = self.singles.get(c1);
+            let entry = self.singles.get(c1);
+            let single = entry as u32;
             let mut best = NONE;
             let mut len = 1;
             if single & HAS_LONGER != 0 && pos + 1 < n {
-                if let Some(&pair) = self.pairs.get(&pack2(c1, text[pos + 1])) {
+                if let Some(pair) = self.pair(entry, text[pos + 1]) {
                     if pair & HAS_LONGER != 0 && pos + 2 < n {
-                        if let Some(&id) =
-                            self.triples.get(&pack3(c1, text[pos + 1], text[pos + 2]))
+                        if let Some(id) = self.triples.get(pack3(c1, text[pos + 1], text[pos + 2]))
                         {
                             best = id;
                             len = 3;
@@ -226,6 +382,30 @@ impl Segmenter {
                 self.fallback(c1, out);
                 pos += 1;
             }
+        }
+        pos
+    }
+
+    /// The pair entry of (the character of `entry`, `c2`).
+    #[inline]
+    fn pair(&self, entry: u64, c2: u32) -> Option<u32> {
+        let k = (entry >> 32) as usize;
+        let kids = &self.kids[self.kid_offsets[k] as usize..self.kid_offsets[k + 1] as usize];
+        if kids.len() <= LINEAR_KIDS {
+            return kids.iter().find(|e| e.0 == c2).map(|e| e.1);
+        }
+        // Hashed list: its length is a power of two (see `new`).
+        let mask = kids.len() - 1;
+        let mut j = kid_slot(c2, kids.len());
+        loop {
+            let (c, e) = kids[j];
+            if c == c2 {
+                return Some(e);
+            }
+            if c == EMPTY_KID {
+                return None;
+            }
+            j = (j + 1) & mask;
         }
     }
 

@@ -118,7 +118,7 @@ impl Vocab {
                 SPECIAL_NAMES.join(" ")
             );
         }
-        let mut map = FxHashMap::default();
+        let mut map = FxHashMap::with_capacity_and_hasher(n + n / 2, Default::default());
         for (id, spellings) in entries.iter().enumerate() {
             if spellings.is_empty() {
                 bail!("{origin}: line {}: no spelling", id + 1);
@@ -212,5 +212,56 @@ impl Vocab {
     pub fn to_text(&self) -> String {
         let lines: Vec<String> = self.entries.iter().map(|s| s.join(",")).collect();
         lines.join("\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tail() -> String {
+        let mut lines = vec!["<KIGOU>".to_string(), "<U2000U2BFF>".to_string()];
+        lines.extend((0..256).map(|b| format!("<|byte{b}|>")));
+        lines.extend(SPECIAL_NAMES.iter().map(|s| s.to_string()));
+        lines.join("\n")
+    }
+
+    #[test]
+    fn commas_variants_and_later_wins() {
+        let text = format!("ab,AB\n,\nx\nab\n{}", tail());
+        let v = Vocab::from_text(&text, "t").unwrap();
+        assert_eq!(v.id(","), Some(1));
+        assert_eq!(v.id("AB"), Some(0));
+        assert_eq!(v.id("ab"), Some(3), "the later line wins");
+        assert_eq!(v.first_spelling(0), Some("ab"));
+        assert_eq!(v.special().eot as usize, v.len() - 1);
+        assert_eq!(v.to_text(), text);
+    }
+
+    #[test]
+    fn trailing_newline_and_crlf_are_accepted() {
+        let a = Vocab::from_text(&format!("x\n{}", tail()), "a").unwrap();
+        let b =
+            Vocab::from_text(&format!("x\r\n{}\r\n", tail().replace('\n', "\r\n")), "b").unwrap();
+        assert_eq!(a.len(), b.len());
+        assert_eq!(a.special(), b.special());
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let bad = tail().replace("<|segmenter|>", "<|oops|>");
+        let err = Vocab::from_text(&bad, "my/vocab.txt")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("my/vocab.txt") && err.contains("line 264"),
+            "{err}"
+        );
+        let err = Vocab::from_bytes(b"a\nb\xff\n", "v.txt")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("v.txt: line 2: invalid UTF-8"), "{err}");
+        let err = Vocab::from_text("a\nb", "v.txt").unwrap_err().to_string();
+        assert!(err.contains("special"), "{err}");
     }
 }
