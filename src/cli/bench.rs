@@ -13,6 +13,12 @@ use super::tokenize::VocabArgs;
 pub enum Command {
     /// Tokenizer throughput: chars/s and tokens/s on one core and on all cores.
     Tokenizer(TokenizerArgs),
+    /// Train-step tokens/s and compile time (default: configs/small.toml, 8x256).
+    Train(super::bench_model::ModelArgs),
+    /// Forward-pass tokens/s and compile time.
+    Forward(super::bench_model::ModelArgs),
+    /// Greedy KV-cache generation: tokens/s and per-token cost over the generation.
+    Generate(super::bench_model::ModelArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -34,6 +40,9 @@ pub struct TokenizerArgs {
 pub fn run(cmd: Command) -> Result<()> {
     match cmd {
         Command::Tokenizer(a) => tokenizer(a),
+        Command::Train(a) => super::bench_model::train(a),
+        Command::Forward(a) => super::bench_model::forward(a),
+        Command::Generate(a) => super::bench_model::generate(a),
     }
 }
 

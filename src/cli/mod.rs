@@ -4,6 +4,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 pub mod bench;
+pub mod bench_model;
 pub mod devices;
 pub mod export;
 pub mod forward;

@@ -1,0 +1,190 @@
+//! `gptsan bench train|forward|generate`: model throughput on the current device, with
+//! compile times (SPEC section 9). Random weights and random token ids: speed does not
+//! depend on the values.
+
+use crate::device::Device;
+use crate::generate::sampling::Strategy;
+use crate::generate::{GenerateOptions, Generator};
+use crate::model::inputs::HostBatch;
+use crate::model::params::param_specs;
+use crate::model::programs::{forward_args, forward_program, ForwardShape};
+use crate::rng::Rng;
+use crate::train::run::{init_params, load_configs};
+use crate::train::step::{train_step_program, LossKind, StepSpec};
+use anyhow::Result;
+use hlo::{DType, Literal, Shape};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(clap::Args, Debug)]
+pub struct ModelArgs {
+    #[arg(long, default_value = "configs/small.toml")]
+    pub config: PathBuf,
+    #[arg(long, default_value_t = 8)]
+    pub batch: i64,
+    /// Tokens per row (train and forward) or prompt length (generate).
+    #[arg(long, default_value_t = 256)]
+    pub len: i64,
+    /// Measured repetitions (steps, forward calls, or new tokens for generate).
+    #[arg(long, default_value_t = 5)]
+    pub repeat: usize,
+    #[arg(long)]
+    pub plugin: Option<String>,
+}
+
+fn random_batch(vocab: i64, b: i64, t: i64, seed: u64) -> HostBatch {
+    let mut rng = Rng::new(seed);
+    let n = (b * t) as usize;
+    HostBatch {
+        batch: b as usize,
+        len: t as usize,
+        input_ids: (0..n)
+            .map(|_| (rng.next_u64() % (vocab as u64 - 8)) as i32)
+            .collect(),
+        attention_mask: vec![1; n],
+        token_type_ids: vec![0; n],
+        spout: None,
+    }
+}
+
+/// Times the compiled train step (AdamW, the original's loss).
+pub fn train(a: ModelArgs) -> Result<()> {
+    let (cfg, tcfg) = load_configs(&a.config)?;
+    let device = Device::open(a.plugin.as_deref(), None)?;
+    let spec = StepSpec {
+        batch: a.batch,
+        len: a.len,
+        spout: false,
+        optimizer: tcfg.optimizer.clone(),
+        loss: LossKind::Original,
+        clip_norm: 1.0,
+        decay_all: false,
+        training: true,
+        frozen: Vec::new(),
+        mesh: None,
+    };
+    let t0 = Instant::now();
+    let program = device.compile(&train_step_program(&cfg, &spec)?)?;
+    let compile = t0.elapsed().as_secs_f64();
+    let specs = param_specs(&cfg);
+    let mut args: Vec<Literal> = init_params(&specs, 1);
+    for s in &specs {
+        for d in tcfg.optimizer.state_dims(&s.dims) {
+            args.push(Literal::zeros(Shape::new(DType::F32, d)));
+        }
+    }
+    args.push(Literal::scalar(1.0f32));
+    args.push(Literal::scalar(1e-3f32));
+    args.push(Literal::from_slice(&[2], &[1u64, 2])?);
+    let batch = random_batch(cfg.vocab_size, a.batch, a.len, 7);
+    let positions: Vec<i32> = (0..a.batch).flat_map(|_| 0..a.len as i32).collect();
+    args.extend(forward_args(&[], &batch, &positions, &batch.input_ids)?);
+    let bufs: Vec<runtime::Buffer> = args
+        .iter()
+        .map(|l| device.upload(l, 0))
+        .collect::<Result<_>>()?;
+    let mut times = Vec::new();
+    // Non-donating runs: the same inputs every time (the outputs are dropped).
+    let opts = runtime::ExecuteOptions {
+        non_donatable_input_indices: (0..args.len() as i64).collect(),
+    };
+    for _ in 0..a.repeat + 1 {
+        let refs: Vec<&runtime::Buffer> = bufs.iter().collect();
+        let t = Instant::now();
+        let out = program.executable().execute_with(&[refs], &opts)?;
+        out[0].last().map(|b| b.to_literal()).transpose()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    report("train step", compile, &times[1..], (a.batch * a.len) as f64);
+    Ok(())
+}
+
+/// Times the research forward pass (all logits).
+pub fn forward(a: ModelArgs) -> Result<()> {
+    let (cfg, _) = load_configs(&a.config)?;
+    let device = Device::open(a.plugin.as_deref(), None)?;
+    let t0 = Instant::now();
+    let shape = ForwardShape {
+        batch: a.batch,
+        len: a.len,
+        spout: false,
+        grads: false,
+    };
+    let program = device.compile(&forward_program(&cfg, shape)?)?;
+    let compile = t0.elapsed().as_secs_f64();
+    let params = init_params(&param_specs(&cfg), 1);
+    let batch = random_batch(cfg.vocab_size, a.batch, a.len, 7);
+    let positions: Vec<i32> = (0..a.batch).flat_map(|_| 0..a.len as i32).collect();
+    let args = forward_args(
+        &params,
+        &batch,
+        &positions,
+        &vec![-100; batch.input_ids.len()],
+    )?;
+    let bufs: Vec<runtime::Buffer> = args
+        .iter()
+        .map(|l| device.upload(l, 0))
+        .collect::<Result<_>>()?;
+    let mut times = Vec::new();
+    for _ in 0..a.repeat + 1 {
+        let refs: Vec<&runtime::Buffer> = bufs.iter().collect();
+        let t = Instant::now();
+        let out = program.run(&refs)?;
+        out[0].to_literal()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    report("forward", compile, &times[1..], (a.batch * a.len) as f64);
+    Ok(())
+}
+
+/// Times greedy generation with the KV cache: `--len` prompt tokens, `--repeat` new ones.
+pub fn generate(a: ModelArgs) -> Result<()> {
+    let (cfg, _) = load_configs(&a.config)?;
+    let device = Device::open(a.plugin.as_deref(), None)?;
+    let params = init_params(&param_specs(&cfg), 1);
+    let mut g = Generator::new(&device, &cfg, &params)?;
+    let batch = random_batch(cfg.vocab_size, 1, a.len, 7);
+    let opts = GenerateOptions {
+        max_new_tokens: a.repeat,
+        strategy: Strategy::Greedy,
+        seed: 0,
+        stop_at_eot: false,
+    };
+    // The first call compiles the prefill and decode programs for these sizes.
+    let t0 = Instant::now();
+    g.generate(&batch, &opts, false, |_, _| {})?;
+    let first = t0.elapsed().as_secs_f64();
+    let mut stamps = Vec::new();
+    let t = Instant::now();
+    let out = g.generate(&batch, &opts, false, |_, _| stamps.push(Instant::now()))?;
+    let total = t.elapsed().as_secs_f64();
+    let n = out.tokens[0].len();
+    let per: Vec<f64> = stamps
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64())
+        .collect();
+    let q = per.len() / 4;
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    println!("generate: prompt {} + {n} new tokens", a.len);
+    println!("  first call (compiles prefill + decode): {first:.2} s");
+    println!("  {:.1} tokens/s overall ({total:.2} s)", n as f64 / total);
+    println!(
+        "  per token: first quarter {:.2} ms, last quarter {:.2} ms (flat with a KV cache)",
+        mean(&per[..q.max(1).min(per.len())]) * 1e3,
+        mean(&per[per.len().saturating_sub(q.max(1))..]) * 1e3
+    );
+    Ok(())
+}
+
+fn report(what: &str, compile: f64, times: &[f64], tokens: f64) {
+    let best = times.iter().cloned().fold(f64::INFINITY, f64::min);
+    let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
+    println!("{what}: compile {compile:.2} s");
+    println!(
+        "  best {:.3} s, mean {:.3} s over {} runs: {:.0} tokens/s (best)",
+        best,
+        mean,
+        times.len(),
+        tokens / best
+    );
+}
