@@ -81,10 +81,10 @@ fn shipped_vocabulary_is_a_fresh_build() {
             ..BuildOptions::default()
         };
         let built = builder::build(&train, builder::default_emoji_table(), &opts).unwrap();
-        let shipped = include_str!("../data/vocab.txt");
+        let shipped = include_str!("../data/default-vocab.txt");
         assert!(
             built.vocab.to_text() == shipped,
-            "data/vocab.txt differs from a fresh build"
+            "data/default-vocab.txt differs from a fresh build"
         );
         assert_eq!(built.emoji.to_json(), include_str!("../data/emoji.json"));
     }

@@ -67,7 +67,7 @@ thread_local! {
 
 /// The default vocabulary shipped in the binary (built from the built-in corpus by
 /// `gptsan vocab build`; see `data/README.md`).
-const BUILTIN_VOCAB: &str = include_str!("../../data/vocab.txt");
+const BUILTIN_VOCAB: &str = include_str!("../../data/default-vocab.txt");
 const BUILTIN_EMOJI: &str = include_str!("../../data/emoji.json");
 
 impl Tokenizer {
@@ -104,7 +104,7 @@ impl Tokenizer {
     pub fn builtin() -> &'static Tokenizer {
         static TOK: OnceLock<Tokenizer> = OnceLock::new();
         TOK.get_or_init(|| {
-            let v = Vocab::from_text(BUILTIN_VOCAB, "built-in vocab.txt")
+            let v = Vocab::from_text(BUILTIN_VOCAB, "built-in default-vocab.txt")
                 .expect("the shipped vocabulary is valid (checked by tests)");
             let e = EmojiTable::from_json(BUILTIN_EMOJI.as_bytes(), "built-in emoji.json")
                 .expect("the shipped emoji table is valid (checked by tests)");
