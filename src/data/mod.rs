@@ -108,10 +108,8 @@ fn make_example(chunk: &[u32], len: usize, tokens: PackTokens, class_id: u32) ->
     let real = seq.len();
     seq.resize(len, tokens.not as i32);
     let mut labels = vec![IGNORE; len];
-    // Predict every token after SOT, SEG is the first target's context.
-    for t in 0..real - 1 {
-        labels[t] = seq[t + 1];
-    }
+    // The target of position t is the token at t+1 (SOT predicts SEG, ... EOT ends).
+    labels[..real - 1].copy_from_slice(&seq[1..real]);
     Example {
         input_ids: seq,
         labels,

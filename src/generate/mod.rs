@@ -40,8 +40,9 @@ pub fn prefill_program(
 ) -> Result<Function> {
     let b = Builder::new("prefill");
     let params = Params::declare(&b, &param_specs(cfg), DType::F32);
-    let (mut inputs, labels) = declare_batch(&b, cfg, batch, len, spout);
-    let _ = labels; // the program does not use labels; keep the argument order uniform
+    // The labels argument is declared but unused, so every program built on
+    // `declare_batch` takes the batch in the same order.
+    let (mut inputs, _labels) = declare_batch(&b, cfg, batch, len, spout);
     inputs.pads_take_capacity = false;
     let (logits, cache) = prefill(cfg, &params, &inputs, slots);
     Ok(b.build_named(&[("logits", &logits), ("cache", &cache)])?)

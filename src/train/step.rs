@@ -62,12 +62,11 @@ pub fn param_sharding(spec: &ParamSpec, mesh: &Mesh) -> PartitionSpec {
     let mut dims: Vec<Option<&str>> = vec![None; rank];
     if mesh.axis_size("model").unwrap_or(1) > 1 {
         let n = &spec.name;
-        if n.contains(".mlp.experts.") {
-            dims[0] = Some("model");
-        } else if n.ends_with("q_proj.weight")
-            || n.ends_with("k_proj.weight")
-            || n.ends_with("v_proj.weight")
-        {
+        // Experts split on E; q/k/v on their output (head) axis; out_proj on its input.
+        let heads_out = ["q_proj.weight", "k_proj.weight", "v_proj.weight"]
+            .iter()
+            .any(|p| n.ends_with(p));
+        if n.contains(".mlp.experts.") || heads_out {
             dims[0] = Some("model");
         } else if n.ends_with("out_proj.weight") {
             dims[1] = Some("model");
@@ -126,7 +125,6 @@ pub fn train_step_program(cfg: &ModelConfig, spec: &StepSpec) -> Result<Function
     let lr = b.parameter("lr", Shape::scalar(DType::F32));
     let rng = b.parameter("rng", Shape::new(DType::U64, vec![2]));
     let (batch, labels) = declare_batch(&b, cfg, spec.batch, spec.len, spec.spout);
-    let _ = batch_sharding(spec.mesh.as_ref(), 2);
 
     let mut names: Vec<String> = trainable.iter().map(|s| s.name.clone()).collect();
     names.extend(frozen.iter().map(|s| s.name.clone()));
@@ -229,8 +227,6 @@ fn shard_outputs(f: &mut Function, trainable: &[ParamSpec], mesh: &Mesh) {
     for (i, s) in trainable.iter().enumerate() {
         f.outputs[i].sharding = Some(param_sharding(s, mesh));
     }
-    let n_frozen = f.params.len();
-    let _ = n_frozen;
     for i in n..f.outputs.len() {
         let out_shape = f.value_shape(f.outputs[i].value).clone();
         // Optimizer state outputs mirror the matching state argument's layout.
