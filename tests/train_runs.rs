@@ -242,3 +242,43 @@ fn bad_training_input_gives_one_clear_line() {
     ]);
     assert!(err.contains("holds another run"), "{err}");
 }
+
+#[test]
+fn adafactor_and_class_conditioned_spout_runs_train() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = CONFIG
+        .replace("steps = 12", "steps = 8\nspout = \"onehot\"")
+        .replace(
+            "warmup_steps = 4\n",
+            "warmup_steps = 4\n\n[train.optimizer]\ntype = \"adafactor\"\n",
+        );
+    let cfg = write_config(dir.path(), &text);
+    let out = dir.path().join("run");
+    run_ok(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let l = losses(&out);
+    assert_eq!(l.len(), 8);
+    assert!(l[7].1 < l[0].1, "loss did not fall: {l:?}");
+    // The trained model generates with a class spout.
+    let gen = run_ok(&[
+        "generate",
+        "--model",
+        out.to_str().unwrap(),
+        "--prompt",
+        "吾輩は",
+        "--spout",
+        "onehot:1",
+        "--max-new-tokens",
+        "5",
+        "--json",
+    ]);
+    let line = String::from_utf8_lossy(&gen.stdout);
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert!(!v["ids"].as_array().unwrap().is_empty());
+}
