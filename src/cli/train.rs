@@ -6,9 +6,10 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model + training config (TOML with a [train] table).
-    #[arg(long, default_value = "configs/tiny.toml")]
-    pub config: PathBuf,
+    /// Model + training config (TOML with a [train] table). Default: configs/tiny.toml,
+    /// built into the binary.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// `built-in`, or text files (one document per line).
     #[arg(long, num_args = 1.., default_value = "built-in")]
     pub corpus: Vec<String>,
@@ -43,11 +44,13 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let out = args.out.clone().unwrap_or_else(|| {
-        let stem = args
-            .config
-            .file_stem()
-            .map(|s| s.to_string_lossy().to_string())
-            .unwrap_or("run".into());
+        let stem = match &args.config {
+            Some(c) => c
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or("run".into()),
+            None => "tiny".into(),
+        };
         PathBuf::from("runs").join(stem)
     });
     let opts = RunOptions {

@@ -135,27 +135,34 @@ impl ModelConfig {
     pub fn load(path: &Path) -> Result<ModelConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
-        let cfg = if path.extension().is_some_and(|e| e == "json") {
+        let origin = path.display().to_string();
+        if path.extension().is_some_and(|e| e == "json") {
             let v: serde_json::Value = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not valid JSON", path.display()))?;
-            if v.get("model_type").is_some() {
-                Self::from_hf_json(&v).with_context(|| format!("in {}", path.display()))?
+                .with_context(|| format!("{origin} is not valid JSON"))?;
+            let cfg = if v.get("model_type").is_some() {
+                Self::from_hf_json(&v).with_context(|| format!("in {origin}"))?
             } else {
-                serde_json::from_value(v)
-                    .with_context(|| format!("in config {}", path.display()))?
-            }
+                serde_json::from_value(v).with_context(|| format!("in config {origin}"))?
+            };
+            cfg.validate()
+                .with_context(|| format!("in config {origin}"))?;
+            Ok(cfg)
         } else {
-            let mut table: toml::Table = toml::from_str(&text).map_err(|e| {
-                anyhow::anyhow!("in config {}: {}", path.display(), e.to_string().trim_end())
-            })?;
-            // The `[train]` table belongs to the trainer (see `train::config`).
-            table.remove("train");
-            table.try_into().map_err(|e: toml::de::Error| {
-                anyhow::anyhow!("in config {}: {}", path.display(), e.to_string().trim_end())
-            })?
-        };
+            Self::from_toml(&text, &origin)
+        }
+    }
+
+    /// From TOML text (`origin` names it in errors). A `[train]` table is ignored here: it
+    /// belongs to the trainer (see `train::config`).
+    pub fn from_toml(text: &str, origin: &str) -> Result<ModelConfig> {
+        let mut table: toml::Table = toml::from_str(text)
+            .map_err(|e| anyhow::anyhow!("in config {origin}: {}", e.to_string().trim_end()))?;
+        table.remove("train");
+        let cfg: ModelConfig = table.try_into().map_err(|e: toml::de::Error| {
+            anyhow::anyhow!("in config {origin}: {}", e.to_string().trim_end())
+        })?;
         cfg.validate()
-            .with_context(|| format!("in config {}", path.display()))?;
+            .with_context(|| format!("in config {origin}"))?;
         Ok(cfg)
     }
 

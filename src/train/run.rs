@@ -25,7 +25,8 @@ use std::time::Instant;
 /// What `gptsan train` was asked to do.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
-    pub config: PathBuf,
+    /// Config file; None: the built-in default (`configs/tiny.toml`).
+    pub config: Option<PathBuf>,
     /// `built-in`, or text files (one document per line).
     pub corpus: Vec<String>,
     pub out: PathBuf,
@@ -70,25 +71,29 @@ pub struct RunSummary {
     pub out: PathBuf,
 }
 
+/// The default config (`configs/tiny.toml`), built into the binary so `gptsan train`
+/// works from any folder.
+pub const DEFAULT_CONFIG: &str = include_str!("../../configs/tiny.toml");
+
 /// Reads the model config and the `[train]` table of a config file.
 pub fn load_configs(path: &Path) -> Result<(ModelConfig, TrainConfig)> {
-    let model = ModelConfig::load(path)?;
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let train = if path.extension().is_some_and(|e| e == "toml") {
-        let mut table: toml::Table = toml::from_str(&text)?;
-        match table.remove("train") {
-            Some(t) => t.try_into().map_err(|e: toml::de::Error| {
-                anyhow!(
-                    "in [train] of {}: {}",
-                    path.display(),
-                    e.to_string().trim_end()
-                )
-            })?,
-            None => TrainConfig::default(),
-        }
-    } else {
-        TrainConfig::default()
+    if path.extension().is_some_and(|e| e == "toml") {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        return configs_from_toml(&text, &path.display().to_string());
+    }
+    Ok((ModelConfig::load(path)?, TrainConfig::default()))
+}
+
+/// Model config and `[train]` table from TOML text.
+pub fn configs_from_toml(text: &str, origin: &str) -> Result<(ModelConfig, TrainConfig)> {
+    let model = ModelConfig::from_toml(text, origin)?;
+    let mut table: toml::Table = toml::from_str(text)?;
+    let train = match table.remove("train") {
+        Some(t) => t.try_into().map_err(|e: toml::de::Error| {
+            anyhow!("in [train] of {origin}: {}", e.to_string().trim_end())
+        })?,
+        None => TrainConfig::default(),
     };
     Ok((model, train))
 }
@@ -207,7 +212,15 @@ fn download_arg(program: &Program, mesh: &Mesh, arg: usize, shards: &[&Buffer]) 
 
 /// Runs a whole training job.
 pub fn run(opts: &RunOptions) -> Result<RunSummary> {
-    let (cfg, mut train) = load_configs(&opts.config)?;
+    let (cfg, mut train) = match &opts.config {
+        Some(p) => load_configs(p)?,
+        None => configs_from_toml(DEFAULT_CONFIG, "the built-in configs/tiny.toml")?,
+    };
+    let config_name = opts
+        .config
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or("configs/tiny.toml".into());
     if let Some(s) = opts.steps {
         train.steps = s;
     }
@@ -235,8 +248,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     let tok = Tokenizer::builtin();
     if tok.vocab_size() as i64 != cfg.vocab_size {
         bail!(
-            "{}: vocab_size {} does not match the built-in vocabulary ({} tokens)",
-            opts.config.display(),
+            "{config_name}: vocab_size {} does not match the built-in vocabulary ({} tokens)",
             cfg.vocab_size,
             tok.vocab_size()
         );
