@@ -219,7 +219,7 @@ fn bad_training_input_gives_one_clear_line() {
         bad.to_str().unwrap(),
     ]);
     assert!(
-        err.contains("bad.txt") && err.contains("not UTF-8") && err.contains("offset 14"),
+        err.contains("bad.txt") && err.contains("invalid UTF-8") && err.contains("offset 14"),
         "{err}"
     );
     // An output folder that holds another run.

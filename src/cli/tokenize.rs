@@ -125,18 +125,7 @@ fn read_lines(input: &Option<PathBuf>) -> Result<(String, Lines)> {
                 .context("reading stdin")?;
         }
     }
-    let text = match String::from_utf8(bytes) {
-        Ok(t) => t,
-        Err(e) => {
-            let valid = e.utf8_error().valid_up_to();
-            let line = e.as_bytes()[..valid]
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count()
-                + 1;
-            bail!("{name}: line {line}: invalid UTF-8");
-        }
-    };
+    let text = crate::corpus::utf8_text(bytes, &name)?;
     let mut ranges = Vec::new();
     let mut start = 0;
     let mut n = 0;

@@ -65,21 +65,24 @@ pub fn parse_tsv(text: &str) -> Result<Vec<Document>> {
         .collect()
 }
 
+/// Text from bytes, or an error naming `name`, the line and the byte offset of the first
+/// invalid UTF-8 sequence.
+pub fn utf8_text(bytes: Vec<u8>, name: &str) -> Result<String> {
+    String::from_utf8(bytes).map_err(|e| {
+        let offset = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..offset]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1;
+        anyhow::anyhow!("{name}: line {line}: invalid UTF-8 at byte offset {offset}")
+    })
+}
+
 /// Reads a plain-text corpus file (one document per line, empty lines skipped).
 pub fn read_lines(path: &Path, class_id: u32) -> Result<Vec<Document>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let text = match String::from_utf8(bytes) {
-        Ok(t) => t,
-        Err(e) => {
-            let valid = e.utf8_error().valid_up_to();
-            let line = e.as_bytes()[..valid]
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count()
-                + 1;
-            bail!("{}: line {line}: invalid UTF-8", path.display());
-        }
-    };
+    let text = utf8_text(bytes, &path.display().to_string())?;
     Ok(text
         .lines()
         .map(|l| l.trim_end_matches('\r'))

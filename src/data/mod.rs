@@ -5,9 +5,8 @@
 //! one class are joined with line breaks into one stream and cut into windows, so short
 //! sentences share an example instead of being mostly padding.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use rayon::prelude::*;
-use std::path::Path;
 
 /// Ignored target (PyTorch's `ignore_index`).
 pub const IGNORE: i32 = -100;
@@ -34,35 +33,13 @@ pub struct Example {
 }
 
 /// Reads text files, one document per non-empty line (class 0). Invalid UTF-8 is an error
-/// naming the file and the byte offset.
+/// naming the file, the line and the byte offset.
 pub fn read_text_files(paths: &[std::path::PathBuf]) -> Result<Vec<Document>> {
     let mut docs = Vec::new();
     for path in paths {
-        docs.extend(read_text_file(path, 0)?);
+        docs.extend(crate::corpus::read_lines(path, 0)?);
     }
     Ok(docs)
-}
-
-pub fn read_text_file(path: &Path, class_id: u32) -> Result<Vec<Document>> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read corpus file {}", path.display()))?;
-    let text = match std::str::from_utf8(&bytes) {
-        Ok(t) => t,
-        Err(e) => bail!(
-            "corpus file {} is not UTF-8: invalid byte at offset {}",
-            path.display(),
-            e.valid_up_to()
-        ),
-    };
-    Ok(text
-        .lines()
-        .map(str::trim_end)
-        .filter(|l| !l.is_empty())
-        .map(|l| Document {
-            text: l.to_string(),
-            class_id,
-        })
-        .collect())
 }
 
 /// Tokenizes documents in parallel and packs them into examples of `len` tokens.
@@ -185,9 +162,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("bad.txt");
         std::fs::write(&p, b"ok line\nbad \xff here\n").unwrap();
-        let err = read_text_file(&p, 0).unwrap_err().to_string();
+        let err = read_text_files(&[p]).unwrap_err().to_string();
         assert!(
-            err.contains("bad.txt") && err.contains("offset 12"),
+            err.contains("bad.txt") && err.contains("line 2") && err.contains("offset 12"),
             "{err}"
         );
     }
