@@ -92,6 +92,10 @@ impl Device {
         // Through the Backend trait: it consults the executable cache.
         let exe = Backend::compile(&*self.client, &text, &options)
             .with_context(|| format!("compiling {}", f.name))?;
+        let exe = match &f.mesh {
+            Some(m) if partitions > 1 => exe.with_label(format!("program {} on mesh {m}", f.name)),
+            _ => exe,
+        };
         tracing::info!(program = %f.name, ms = started.elapsed().as_millis() as u64, "compiled");
         Ok(Program {
             exe,

@@ -27,6 +27,14 @@ impl Mesh {
     }
 }
 
+/// `data=2,model=2`, the form the command line takes.
+impl std::fmt::Display for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self.axes.iter().map(|(n, s)| format!("{n}={s}")).collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
 /// For each tensor dimension, the mesh axes it is split over (outermost first).
 /// An empty list for every dimension means fully replicated.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]

@@ -1,8 +1,8 @@
 //! Compiled executables cached on disk, so a second start does not recompile.
 //!
 //! Key: sha256 of (program text, encoded compile options, sha256 of the plugin file, host CPU
-//! feature flags): serialized executables are specific to the plugin build and the CPU they
-//! were compiled for. Files are written atomically (temporary file, fsync, rename) and carry a
+//! feature flags, `XLA_FLAGS`): serialized executables are specific to the plugin build and
+//! the CPU they were compiled for, and debug flags change what XLA compiles. Files are written atomically (temporary file, fsync, rename) and carry a
 //! checksum, so a crash or a concurrent writer never leaves a file that loads as garbage.
 
 use crate::client::Client;
@@ -136,12 +136,12 @@ impl Client {
         mlir: &str,
         options: &CompileOptions,
     ) -> Result<(Executable, CacheStatus)> {
-        let encoded = options.encode()?;
+        let encoded = options.for_platform(self.platform_name()).encode()?;
         let key = ExecutableCache::key(
             mlir,
             &encoded,
             &plugin_hash(self.plugin_path(), Some(cache.dir()))?,
-            &cpu_features(),
+            &format!("{} {}", cpu_features(), compile_environment()),
         );
         if let Some(bytes) = cache.load(&key) {
             match self.deserialize_executable(&bytes) {
@@ -236,6 +236,21 @@ fn file_identity(path: &Path) -> std::io::Result<String> {
     ))
 }
 
+/// Environment variables that change what XLA compiles (`XLA_FLAGS` debug options, TPU
+/// runtime flags): an executable compiled under one setting must not be reused under
+/// another.
+pub fn compile_environment() -> String {
+    environment_of(|v| std::env::var(v).ok())
+}
+
+fn environment_of(var: impl Fn(&str) -> Option<String>) -> String {
+    ["XLA_FLAGS", "LIBTPU_INIT_ARGS"]
+        .iter()
+        .map(|v| format!("{v}={}", var(v).unwrap_or_default()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The host CPU's feature flags (`flags` on x86, `Features` on ARM) plus the architecture.
 pub fn cpu_features() -> String {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -277,6 +292,16 @@ mod tests {
             .filter(|t| t.trim_end().ends_with(&h))
             .collect();
         assert_eq!(memo.len(), 1);
+    }
+
+    #[test]
+    fn xla_flags_are_part_of_the_compile_environment() {
+        let plain = environment_of(|_| None);
+        let flagged = environment_of(|v| {
+            (v == "XLA_FLAGS").then(|| "--xla_cpu_use_xnnpack=false".to_string())
+        });
+        assert_ne!(plain, flagged);
+        assert!(flagged.contains("XLA_FLAGS=--xla_cpu_use_xnnpack=false"));
     }
 
     #[test]

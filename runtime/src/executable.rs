@@ -7,7 +7,9 @@ use crate::error::{Error, Result};
 use crate::ffi::{self, PjrtStruct};
 use crate::options::CompileOptions;
 use hlo::DType;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// A compiled program loaded on its devices.
 pub struct Executable {
@@ -22,6 +24,10 @@ pub struct Executable {
     devices: Vec<Device>,
     /// `@main`'s parameter element types when known (compiled from text).
     param_dtypes: Option<Vec<DType>>,
+    /// What the watchdog calls this program ("program train_step on mesh model=2").
+    label: Option<String>,
+    /// The slowest completed multi-device execution, in microseconds (for the watchdog).
+    slowest_us: AtomicU64,
 }
 
 // SAFETY: loaded executables may be executed concurrently from several threads.
@@ -59,7 +65,7 @@ impl Client {
     /// Compiles StableHLO (MLIR text or bytecode) for this client's devices. A parse or
     /// compile error comes back as [`Error::Pjrt`] with the compiler's message.
     pub fn compile(&self, mlir: &str, options: &CompileOptions) -> Result<Executable> {
-        let encoded = options.encode()?;
+        let encoded = options.for_platform(self.platform_name()).encode()?;
         self.compile_encoded(mlir, &encoded)
     }
 
@@ -145,6 +151,8 @@ impl Executable {
             num_partitions: 1,
             devices: Vec::new(),
             param_dtypes,
+            label: None,
+            slowest_us: AtomicU64::new(0),
         };
         let api = exe.client.api;
         {
@@ -194,6 +202,12 @@ impl Executable {
 
     pub(crate) fn with_param_dtypes(mut self, dtypes: Option<Vec<DType>>) -> Executable {
         self.param_dtypes = dtypes;
+        self
+    }
+
+    /// Names the program in watchdog reports (e.g. "program train_step on mesh model=2").
+    pub fn with_label(mut self, label: impl Into<String>) -> Executable {
+        self.label = Some(label.into());
         self
     }
 
@@ -273,6 +287,9 @@ impl Executable {
         a.output_lists = output_lists.as_ptr();
         a.device_complete_events = events.as_mut_ptr();
         let api = self.client.api;
+        // Several devices meet in collectives: watch for one that never arrives.
+        let watch = (num_devices > 1).then(|| self.arm_watchdog());
+        let started = Instant::now();
         pjrt_call!(api, PJRT_LoadedExecutable_Execute, &mut a)?;
 
         // Own every output first so nothing leaks if a device failed.
@@ -294,10 +311,24 @@ impl Executable {
                 first_err.get_or_insert(e);
             }
         }
+        if watch.is_some() {
+            let us = started.elapsed().as_micros() as u64;
+            self.slowest_us.fetch_max(us, Ordering::Relaxed);
+        }
+        drop(watch);
         match first_err {
             Some(e) => Err(e),
             None => Ok(results),
         }
+    }
+
+    fn arm_watchdog(&self) -> crate::watchdog::Guard {
+        let slowest = Duration::from_micros(self.slowest_us.load(Ordering::Relaxed));
+        let what = self
+            .label
+            .clone()
+            .unwrap_or_else(|| format!("program {} on {} devices", self.name, self.devices.len()));
+        crate::watchdog::arm(what, crate::watchdog::timeout_for(slowest))
     }
 
     /// Checks argument-list count, liveness, placement and element types in Rust.

@@ -12,6 +12,7 @@
 //! - [`executable`]: compile, execute (single and multi-device, donation), serialize.
 //! - [`cache`]: the on-disk executable cache.
 //! - [`backend`]: the small trait the model code uses.
+//! - [`watchdog`]: a clear stop instead of a hang when a collective never completes.
 
 mod api;
 pub mod backend;
@@ -24,6 +25,7 @@ pub mod ffi;
 pub mod options;
 pub mod plugin;
 mod signature;
+pub mod watchdog;
 
 pub use backend::Backend;
 pub use buffer::Buffer;

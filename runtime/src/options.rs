@@ -9,6 +9,10 @@ use crate::error::{Error, Result};
 use prost::Message;
 use std::collections::BTreeMap;
 
+/// How long the CPU plugin lets a collective wait before it aborts the process (one day:
+/// the watchdog stops a stuck run long before, with a readable message).
+pub const COLLECTIVE_ABORT_SECONDS: i64 = 86_400;
+
 /// How to compile a program.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CompileOptions {
@@ -55,6 +59,34 @@ impl CompileOptions {
             use_shardy_partitioner: true,
             ..CompileOptions::default()
         }
+    }
+
+    /// These options plus the debug options XLA needs on `platform` for a program of this
+    /// many devices (options the caller set explicitly are kept). Applied by every compile,
+    /// so they are part of the executable cache key.
+    ///
+    /// CPU programs over several devices compile without XNNPACK: an XNNPACK fusion
+    /// rebuilding its thread pool on one Eigen worker while another worker waits in a
+    /// collective's rendezvous deadlocks when there are as many CPU devices as cores (seen
+    /// on 2 cores with model=2). The plugin's own collective timeout is raised so that our
+    /// watchdog ([`crate::watchdog`]) reports a stuck collective before the plugin aborts.
+    /// Single-device programs have no collectives and keep XNNPACK.
+    pub fn for_platform(&self, platform: &str) -> CompileOptions {
+        let mut o = self.clone();
+        if platform.eq_ignore_ascii_case("cpu") && self.device_count() > 1 {
+            for (name, value) in [
+                ("xla_cpu_use_xnnpack", OptionOverride::Bool(false)),
+                (
+                    "xla_cpu_collective_call_terminate_timeout_seconds",
+                    OptionOverride::Int(COLLECTIVE_ABORT_SECONDS),
+                ),
+            ] {
+                o.env_option_overrides
+                    .entry(name.to_string())
+                    .or_insert(value);
+            }
+        }
+        o
     }
 
     /// Number of devices an execution uses.
@@ -201,6 +233,36 @@ mod tests {
         expected.extend([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
         expected.extend([0x20, 1, 0x28, 1]);
         assert_eq!(bytes, expected);
+    }
+
+    #[test]
+    fn multi_device_cpu_programs_compile_without_xnnpack() {
+        let single = CompileOptions::default().for_platform("cpu");
+        assert!(single.env_option_overrides.is_empty());
+        let spmd = CompileOptions::spmd(2).for_platform("cpu");
+        assert_eq!(
+            spmd.env_option_overrides.get("xla_cpu_use_xnnpack"),
+            Some(&OptionOverride::Bool(false))
+        );
+        assert!(CompileOptions::spmd(2)
+            .for_platform("cuda")
+            .env_option_overrides
+            .is_empty());
+        // An explicit choice wins.
+        let mut mine = CompileOptions::spmd(2);
+        mine.env_option_overrides
+            .insert("xla_cpu_use_xnnpack".into(), OptionOverride::Bool(true));
+        assert_eq!(
+            mine.for_platform("cpu")
+                .env_option_overrides
+                .get("xla_cpu_use_xnnpack"),
+            Some(&OptionOverride::Bool(true))
+        );
+        // Different options, different encodings: the cache key follows.
+        assert_ne!(
+            spmd.encode().unwrap(),
+            CompileOptions::spmd(2).encode().unwrap()
+        );
     }
 
     #[test]

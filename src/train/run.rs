@@ -308,6 +308,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     if opts.resume {
         truncate_metrics(&opts.out.join("metrics.jsonl"), tstate.step)?;
     }
+    note_checkpoint_for_watchdog(&opts.out, opts.resume.then_some(tstate.step));
 
     let with_spout = train.spout != SpoutMode::None;
     if with_spout && !cfg.has_spout() {
@@ -516,6 +517,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
                 )?;
             }
             checkpoint::save(&opts.out, &cfg, &params, &state_lits, &tstate, 2)?;
+            note_checkpoint_for_watchdog(&opts.out, Some(step));
         }
     }
     if let Some(b) = &bar {
@@ -545,6 +547,19 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         samples,
         out: opts.out.clone(),
     })
+}
+
+/// What a watchdog report (a stuck multi-device step) says about the run's checkpoints.
+fn note_checkpoint_for_watchdog(out: &Path, step: Option<u64>) {
+    let note = match step {
+        Some(s) => format!(
+            "the checkpoint of step {s} in {} is intact: run the same command with --resume \
+             to continue",
+            out.display()
+        ),
+        None => format!("no checkpoint was written to {} yet", out.display()),
+    };
+    runtime::watchdog::set_note(Some(note));
 }
 
 /// The batch arguments as literals: ids, positions, mask, token types, labels, spout.

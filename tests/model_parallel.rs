@@ -1,0 +1,145 @@
+//! Data and model parallelism on the configuration users run (the built-in tiny config of
+//! `gptsan train`): every mesh trains exactly like one device, and a collective that never
+//! completes ends the run with one clear line and an intact checkpoint.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn gptsan(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_gptsan"));
+    c.args(args)
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .env_remove("GPTSAN_COLLECTIVE_TIMEOUT");
+    c
+}
+
+fn run_ok(args: &[&str]) -> Output {
+    let out = gptsan(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "gptsan {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn losses(run: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+/// `gptsan train --steps 10` with the default config on `mesh` (None: one device).
+fn train_default(out: &Path, mesh: Option<(&str, &str)>) -> Vec<(u64, f64)> {
+    let out_s = out.to_str().unwrap();
+    let mut args = vec![
+        "train",
+        "--steps",
+        "10",
+        "--samples",
+        "0",
+        "--quiet",
+        "--out",
+        out_s,
+    ];
+    if let Some((m, devices)) = mesh {
+        args.extend(["--mesh", m, "--devices", devices]);
+    }
+    run_ok(&args);
+    losses(out)
+}
+
+#[test]
+fn every_mesh_of_the_default_config_trains_like_one_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let single = train_default(&dir.path().join("single"), None);
+    assert_eq!(single.len(), 10);
+    for (i, (mesh, devices)) in [("model=2", "2"), ("model=4", "4"), ("data=2,model=2", "4")]
+        .into_iter()
+        .enumerate()
+    {
+        let got = train_default(&dir.path().join(format!("mesh{i}")), Some((mesh, devices)));
+        assert_eq!(got.len(), 10, "{mesh}");
+        for ((s, x), (_, y)) in single.iter().zip(&got) {
+            assert!(
+                (x - y).abs() <= 1e-4 * x.abs(),
+                "{mesh}, step {s}: one device {x} vs mesh {y}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_stuck_collective_stops_the_run_with_one_clear_line_and_an_intact_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let run_s = run.to_str().unwrap();
+    let common = [
+        "--mesh",
+        "model=2",
+        "--devices",
+        "2",
+        "--samples",
+        "0",
+        "--quiet",
+    ];
+    let first: Vec<&str> = [
+        "train",
+        "--steps",
+        "4",
+        "--checkpoint-every",
+        "2",
+        "--out",
+        run_s,
+    ]
+    .into_iter()
+    .chain(common)
+    .collect();
+    run_ok(&first);
+
+    // A watchdog far shorter than one step stands in for a device that never arrives.
+    let resume: Vec<&str> = ["train", "--steps", "8", "--resume", "--out", run_s]
+        .into_iter()
+        .chain(common)
+        .collect();
+    let out = gptsan(&resume)
+        .env("GPTSAN_COLLECTIVE_TIMEOUT", "0.001")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "stderr:\n{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "stderr:\n{err}");
+    for part in [
+        "program train_step on mesh data=1,model=2",
+        "did not finish",
+        "checkpoint of step 4",
+        "intact",
+    ] {
+        assert!(
+            errors[0].contains(part),
+            "missing {part:?} in {}",
+            errors[0]
+        );
+    }
+    assert!(
+        !err.contains("panicked") && !err.contains("Check failed"),
+        "{err}"
+    );
+    assert_eq!(
+        losses(&run).len(),
+        4,
+        "no step after the checkpoint was recorded"
+    );
+
+    // The checkpoint is usable: the run continues from it.
+    let resumed = run_ok(&resume);
+    assert!(String::from_utf8_lossy(&resumed.stderr).contains("(step 4)"));
+    let steps: Vec<u64> = losses(&run).iter().map(|(s, _)| *s).collect();
+    assert_eq!(steps, (1..=8).collect::<Vec<_>>());
+}
