@@ -143,3 +143,70 @@ fn a_stuck_collective_stops_the_run_with_one_clear_line_and_an_intact_checkpoint
     let steps: Vec<u64> = losses(&run).iter().map(|(s, _)| *s).collect();
     assert_eq!(steps, (1..=8).collect::<Vec<_>>());
 }
+
+/// The collectives of the default config's train step on `mesh`, compiled on 4 devices.
+fn train_step_collectives(mesh: &str) -> Vec<runtime::CollectiveStat> {
+    use gptsan::train::run::{configs_from_toml, parse_mesh, DEFAULT_CONFIG};
+    use gptsan::train::step::{train_step_program, LossKind, StepSpec};
+    let (cfg, train) = configs_from_toml(DEFAULT_CONFIG, "tiny").unwrap();
+    let spec = StepSpec {
+        batch: train.batch_size,
+        len: train.seq_len,
+        spout: false,
+        optimizer: train.optimizer.clone(),
+        loss: LossKind::Original,
+        clip_norm: train.clip_norm,
+        decay_all: false,
+        training: true,
+        frozen: Vec::new(),
+        mesh: Some(parse_mesh(mesh).unwrap()),
+    };
+    let device = gptsan::device::Device::shared().unwrap();
+    let program = device
+        .compile(&train_step_program(&cfg, &spec).unwrap())
+        .unwrap();
+    runtime::collectives(&program.executable().optimized_program().unwrap()).unwrap()
+}
+
+fn stat(stats: &[runtime::CollectiveStat], kind: &str) -> (usize, u64) {
+    stats
+        .iter()
+        .find(|s| s.kind == kind)
+        .map_or((0, 0), |s| (s.count, s.bytes))
+}
+
+/// Expert parallelism: tokens travel to their experts by all-to-all (two per switch layer
+/// forward, and their transposes backward); only token activations are all-gathered (never
+/// expert weights); the number of collectives is pinned so that it cannot grow unnoticed.
+#[test]
+fn the_model_axis_moves_tokens_by_all_to_all_and_nothing_more() {
+    // tiny: 2 switch layers, batch 8 x 64 tokens of width 128 (f32).
+    let tokens_bytes = 8 * 64 * 128 * 4;
+    for mesh in ["model=4", "model=2"] {
+        let stats = train_step_collectives(mesh);
+        let kinds: Vec<&str> = stats.iter().map(|s| s.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["all-gather", "all-reduce", "all-to-all"],
+            "{mesh}: {stats:?}"
+        );
+        assert!(stat(&stats, "all-to-all").0 >= 2 * 2, "{mesh}: {stats:?}");
+        assert_eq!(
+            stat(&stats, "all-gather"),
+            (4, 4 * tokens_bytes),
+            "{mesh}: all-gathers other than the tokens after each switch layer: {stats:?}"
+        );
+        let total: usize = stats.iter().map(|s| s.count).sum();
+        assert!(
+            total <= 18,
+            "{mesh}: {total} collectives (was 18): {stats:?}"
+        );
+    }
+    let stats = train_step_collectives("data=2,model=2");
+    assert!(stat(&stats, "all-to-all").0 >= 2 * 2, "{stats:?}");
+    let total: usize = stats.iter().map(|s| s.count).sum();
+    assert!(
+        total <= 39,
+        "data=2,model=2: {total} collectives (was 39): {stats:?}"
+    );
+}

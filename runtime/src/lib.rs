@@ -11,6 +11,7 @@
 //! - [`options`]: compile options encoded as `xla.CompileOptionsProto`.
 //! - [`executable`]: compile, execute (single and multi-device, donation), serialize.
 //! - [`cache`]: the on-disk executable cache.
+//! - [`collectives`]: what an optimized program communicates (kind, count, bytes).
 //! - [`backend`]: the small trait the model code uses.
 //! - [`watchdog`]: a clear stop instead of a hang when a collective never completes.
 
@@ -19,6 +20,7 @@ pub mod backend;
 pub mod buffer;
 pub mod cache;
 pub mod client;
+pub mod collectives;
 pub mod error;
 pub mod executable;
 pub mod ffi;
@@ -31,6 +33,7 @@ pub use backend::Backend;
 pub use buffer::Buffer;
 pub use cache::{CacheStatus, ExecutableCache};
 pub use client::{Client, ClientOptions, DeviceInfo, OptionValue};
+pub use collectives::{collectives, CollectiveStat};
 pub use error::{Error, Result};
 pub use executable::{Executable, ExecuteOptions};
 pub use options::{CompileOptions, OptionOverride};

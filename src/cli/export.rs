@@ -71,6 +71,22 @@ pub fn describe(f: &Function) -> Value {
     json!({ "name": f.name, "mesh": mesh, "params": params, "outputs": outputs })
 }
 
+/// The collectives of a compiled program (kind, count, bytes per device), as listed in
+/// the manifest and printed for people.
+fn collectives_json(program: &crate::device::Program, name: &str) -> Result<Value> {
+    let optimized = program.executable().optimized_program()?;
+    let stats = runtime::collectives(&optimized)?;
+    let text: Vec<String> = stats
+        .iter()
+        .map(|s| format!("{} {} ({:.2} MB)", s.count, s.kind, s.bytes as f64 / 1e6))
+        .collect();
+    eprintln!("{name}: collectives per device: {}", text.join(", "));
+    Ok(json!(stats
+        .iter()
+        .map(|s| json!({ "kind": s.kind, "count": s.count, "bytes": s.bytes }))
+        .collect::<Vec<_>>()))
+}
+
 pub fn run(args: Args) -> Result<()> {
     let (cfg, train) = load_configs(&args.config)?;
     let mesh = args.mesh.as_deref().map(parse_mesh).transpose()?;
@@ -118,6 +134,9 @@ pub fn run(args: Args) -> Result<()> {
         entry["stablehlo"] = json!(mlir_file);
         if let Some(dev) = &device {
             let program = dev.compile_text(f, text, true)?;
+            if f.mesh.is_some() {
+                entry["collectives"] = collectives_json(&program, &f.name)?;
+            }
             match program.executable().serialize() {
                 Ok(bytes) => {
                     let exe_file = format!("{}.executable", f.name);

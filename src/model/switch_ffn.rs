@@ -2,14 +2,19 @@
 //! slots per expert; experts are one batched weight so they can be sharded.
 //!
 //! Dispatch and combine are one-hot einsums (dot_generals): a `[G, N, E, C]` dispatch
-//! tensor places token n of group g in slot c of expert e. With `hf` semantics a group is
+//! tensor places token n of group g in slot c of expert e. On a mesh with a `model` axis
+//! the experts are split over it and tokens travel to them by all-to-all. With `hf` semantics a group is
 //! one sequence and a dropped token passes through as `top1_prob * x`; with `original`
 //! semantics a group is a run of flattened tokens and a dropped token outputs 0.
 
 use super::config::{RouterConfig, RoutingSemantics};
 use super::nn::linear;
 use hlo::ir::DotDims;
-use hlo::{DType, Shape, Tensor};
+use hlo::{DType, Mesh, PartitionSpec, Shape, Tensor};
+
+/// Mesh axis names (see `train::step::param_sharding`).
+const MODEL_AXIS: &str = "model";
+const DATA_AXIS: &str = "data";
 
 pub struct SwitchWeights<'a> {
     /// `[E, d]`
@@ -62,6 +67,126 @@ fn grouping(
             (total / size, size, cap.min(size))
         }
     }
+}
+
+/// `expert_in [G, E, C, d]` through each expert's FFN: `[E, G, C, d]`.
+fn run_experts(expert_in: &Tensor, w: &SwitchWeights) -> Tensor {
+    let hidden = expert_in
+        .dot_general(
+            w.wi,
+            DotDims {
+                lhs_batch: vec![1],
+                rhs_batch: vec![0],
+                lhs_contracting: vec![3],
+                rhs_contracting: vec![2],
+            },
+        )
+        .relu(); // [E, G, C, f]
+    hidden.dot_general(
+        w.wo,
+        DotDims {
+            lhs_batch: vec![0],
+            rhs_batch: vec![0],
+            lhs_contracting: vec![3],
+            rhs_contracting: vec![2],
+        },
+    )
+}
+
+/// One device (or tokens replicated over the mesh): tokens to slots, experts, slots back
+/// to tokens, as one-hot einsums. `dispatch [G, N, E, C]`, `xg [G, N, d]` -> `[G, N, d]`.
+fn dispatch_local(dispatch: &Tensor, xg: &Tensor, w: &SwitchWeights) -> Tensor {
+    let expert_in = dispatch.dot_general(
+        xg,
+        DotDims {
+            lhs_batch: vec![0],
+            rhs_batch: vec![0],
+            lhs_contracting: vec![1],
+            rhs_contracting: vec![1],
+        },
+    ); // [G, E, C, d]
+    let expert_out = run_experts(&expert_in, w);
+    dispatch.dot_general(
+        &expert_out,
+        DotDims {
+            lhs_batch: vec![0],
+            rhs_batch: vec![1],
+            lhs_contracting: vec![2, 3],
+            rhs_contracting: vec![0, 2],
+        },
+    )
+}
+
+/// The mesh to run expert parallelism on: one with a `model` axis of size M > 1 that
+/// divides the tokens of a group and the experts.
+fn expert_parallel_mesh(x: &Tensor, group_len: i64, experts: i64) -> Option<Mesh> {
+    let mesh = x.builder().mesh()?;
+    let m = mesh.axis_size(MODEL_AXIS).unwrap_or(1);
+    (m > 1 && group_len % m == 0 && experts % m == 0).then_some(mesh)
+}
+
+/// Expert parallelism as in GShard, with the same results as [`dispatch_local`]: the
+/// experts are split over the `model` axis (M devices) and so are the tokens of every
+/// group (M pieces of N/M). Each device fills the capacity slots with its own tokens, an
+/// all-to-all sends every slot to the device of its expert, the experts run where their
+/// weights are, a second all-to-all returns each slot to the device of its token, and an
+/// all-gather gives every device all tokens again for the attention that follows.
+fn dispatch_all_to_all(dispatch: &Tensor, xg: &Tensor, w: &SwitchWeights, mesh: &Mesh) -> Tensor {
+    let (g, n, d) = (xg.dims()[0], xg.dims()[1], xg.dims()[2]);
+    let (e, c) = (dispatch.dims()[2], dispatch.dims()[3]);
+    let m = mesh.axis_size(MODEL_AXIS).unwrap_or(1);
+    // Groups stay split over `data` where they divide evenly.
+    let data = mesh.axis_size(DATA_AXIS).unwrap_or(1);
+    let gs = (data > 1 && g % data == 0).then_some(DATA_AXIS);
+    let spec = |dims: &[Option<&str>]| PartitionSpec::new(dims);
+    let model = Some(MODEL_AXIS);
+
+    // Token pieces: [G, M, N/M, ...], piece m on model device m. Pinning the tokens as
+    // replicated over `model` first keeps the split from spreading into the attention.
+    let xs = xg
+        .with_sharding(spec(&[gs, None, None]))
+        .reshape(&[g, m, n / m, d])
+        .with_sharding(spec(&[gs, model, None, None]));
+    let ds = dispatch
+        .with_sharding(spec(&[gs, None, None, None]))
+        .reshape(&[g, m, n / m, e, c])
+        .with_sharding(spec(&[gs, model, None, None, None]));
+    // Each piece fills the slots its tokens own: [G, M, E, C, d], still split by piece.
+    let send = ds.dot_general(
+        &xs,
+        DotDims {
+            lhs_batch: vec![0, 1],
+            rhs_batch: vec![0, 1],
+            lhs_contracting: vec![2],
+            rhs_contracting: vec![2],
+        },
+    );
+    // All-to-all: from split by piece to split by expert; every slot has one owner piece,
+    // so summing the pieces assembles the expert inputs exactly.
+    let expert_in = send
+        .with_sharding(spec(&[gs, None, model, None, None]))
+        .reduce_sum(&[1]); // [G, E, C, d]
+    let expert_out = run_experts(&expert_in, w); // [E, G, C, d], split by expert
+                                                 // Which piece owns each slot: [E, G, M, C] (0 or 1).
+    let owner = ds.reduce_sum(&[2]).transpose(&[2, 0, 1, 3]);
+    let back = expert_out
+        .broadcast_in_dim(&[e, g, m, c, d], &[0, 1, 3, 4])
+        .mul(&owner.expand_dim(-1))
+        .with_sharding(spec(&[model, gs, None, None, None]))
+        // All-to-all: from split by expert to split by piece.
+        .with_sharding(spec(&[None, gs, model, None, None]));
+    let combined = ds.dot_general(
+        &back,
+        DotDims {
+            lhs_batch: vec![0, 1],
+            rhs_batch: vec![1, 2],
+            lhs_contracting: vec![3, 4],
+            rhs_contracting: vec![0, 3],
+        },
+    ); // [G, M, N/M, d]
+    combined
+        .reshape(&[g, n, d])
+        .with_sharding(spec(&[gs, None, None]))
 }
 
 /// Routes `x [B, T, d]` through the experts. `jitter` is an optional `[B, T, d]` f32
@@ -118,44 +243,10 @@ pub fn switch_ffn(
     let dispatch = slot.mul(&kept_mask.expand_dim(-1)).convert(x.dtype());
 
     let xg = x.reshape(&[groups, n, d]);
-    let expert_in = dispatch.dot_general(
-        &xg,
-        DotDims {
-            lhs_batch: vec![0],
-            rhs_batch: vec![0],
-            lhs_contracting: vec![1],
-            rhs_contracting: vec![1],
-        },
-    ); // [G, E, C, d]
-    let hidden = expert_in
-        .dot_general(
-            w.wi,
-            DotDims {
-                lhs_batch: vec![1],
-                rhs_batch: vec![0],
-                lhs_contracting: vec![3],
-                rhs_contracting: vec![2],
-            },
-        )
-        .relu(); // [E, G, C, f]
-    let expert_out = hidden.dot_general(
-        w.wo,
-        DotDims {
-            lhs_batch: vec![0],
-            rhs_batch: vec![0],
-            lhs_contracting: vec![3],
-            rhs_contracting: vec![2],
-        },
-    ); // [E, G, C, d]
-    let combined = dispatch.dot_general(
-        &expert_out,
-        DotDims {
-            lhs_batch: vec![0],
-            rhs_batch: vec![1],
-            lhs_contracting: vec![2, 3],
-            rhs_contracting: vec![0, 2],
-        },
-    ); // [G, N, d]
+    let combined = match expert_parallel_mesh(x, n, e) {
+        Some(m) => dispatch_all_to_all(&dispatch, &xg, w, &m),
+        None => dispatch_local(&dispatch, &xg, w),
+    }; // [G, N, d]
     let combined = combined.reshape(&[batch, seq, d]);
     let kept = kept_mask.reduce_sum(&[-1]).reshape(&[batch, seq]);
     let scale = top1.convert(x.dtype()).expand_dim(-1);
