@@ -18,25 +18,7 @@ fn forward_command_writes_reference_outputs_and_gradients() {
         pick("labels"),
     ];
     write_safetensors(&inputs, &tensors, None).unwrap();
-    let output = dir.path().join("out.safetensors");
-    let run = Command::new(env!("CARGO_BIN_EXE_gptsan"))
-        .args(["forward", "--model", common::hf_tiny().to_str().unwrap()])
-        .args([
-            "--inputs",
-            inputs.to_str().unwrap(),
-            "--output",
-            output.to_str().unwrap(),
-            "--grads",
-        ])
-        .env("TF_CPP_MIN_LOG_LEVEL", "2")
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let out = read_safetensors(&output).unwrap();
+    let out = forward(&inputs, &[]);
     let diff = |ours: &str, theirs: &str| {
         let (a, b) = (out[ours].to_f64_vec(), cases[theirs].to_f64_vec());
         assert_eq!(a.len(), b.len(), "{ours}");
@@ -52,4 +34,47 @@ fn forward_command_writes_reference_outputs_and_gradients() {
     // Gradients come in the port's per-expert names.
     assert!(out.contains_key("grad.model.blocks.0.feed_forward.mlp.experts.expert_3.wo.weight"));
     assert!(out.contains_key("grad_global_norm"));
+
+    // On a model-sharded mesh (experts and heads split) every output equals one device's.
+    for mesh in ["model=2", "model=4"] {
+        let sharded = forward(&inputs, &["--mesh", mesh]);
+        assert_eq!(sharded.len(), out.len(), "{mesh}");
+        for (name, want) in &out {
+            let (a, b) = (sharded[name].to_f64_vec(), want.to_f64_vec());
+            let worst = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f64::max);
+            assert!(worst <= 1e-5, "{mesh}: {name} differs by {worst}");
+        }
+    }
+}
+
+/// Runs `gptsan forward --grads` on the fixture model and reads what it wrote.
+fn forward(
+    inputs: &std::path::Path,
+    extra: &[&str],
+) -> std::collections::HashMap<String, hlo::Literal> {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.safetensors");
+    let run = Command::new(env!("CARGO_BIN_EXE_gptsan"))
+        .args(["forward", "--model", common::hf_tiny().to_str().unwrap()])
+        .args([
+            "--inputs",
+            inputs.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+            "--grads",
+        ])
+        .args(extra)
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    read_safetensors(&output).unwrap().into_iter().collect()
 }

@@ -7,7 +7,8 @@ use crate::model::checkpoint::{
     load_model_dir, read_safetensors, tensors_for_save, write_safetensors,
 };
 use crate::model::inputs::{int_rows, HostBatch, PositionRule};
-use crate::model::programs::{forward_args, forward_program, ForwardShape};
+use crate::model::programs::{forward_args, forward_program, on_mesh, ForwardShape};
+use crate::train::run::{check_mesh, parse_mesh};
 use anyhow::{bail, Context, Result};
 use hlo::Literal;
 use std::path::PathBuf;
@@ -30,6 +31,13 @@ pub struct Args {
     /// PJRT plugin (path or cpu|cuda|tpu).
     #[arg(long)]
     pub plugin: Option<String>,
+    /// Run SPMD over a device mesh, e.g. model=2 (experts and heads split) or
+    /// data=2,model=2 (rows split too). The results equal one device's.
+    #[arg(long)]
+    pub mesh: Option<String>,
+    /// Number of (CPU) devices to open (default: the mesh's size).
+    #[arg(long)]
+    pub devices: Option<i64>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -86,14 +94,22 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
 
-    let device = Device::open(args.plugin.as_deref(), None)?;
+    let mesh = args.mesh.as_deref().map(parse_mesh).transpose()?;
+    let mesh = mesh.filter(|m| m.device_count() > 1);
+    let wanted = args.devices.or(mesh.as_ref().map(|m| m.device_count()));
+    let device = Device::open(args.plugin.as_deref(), wanted)?;
     let shape = ForwardShape {
         batch: b as i64,
         len: t as i64,
         spout: batch.spout.is_some(),
         grads: args.grads,
     };
-    let program = device.compile(&forward_program(&cfg, shape)?)?;
+    let mut f = forward_program(&cfg, shape)?;
+    if let Some(m) = &mesh {
+        check_mesh(m, device.device_count(), &cfg, b as i64)?;
+        f = on_mesh(f, &cfg, m);
+    }
+    let program = device.compile(&f)?;
     let positions = batch.positions(cfg.context, PositionRule::Reference);
     let out = program.run_literals(&forward_args(&params, &batch, &positions, &labels)?)?;
 

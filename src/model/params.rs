@@ -7,6 +7,7 @@
 //! per-expert tensors (see `checkpoint`).
 
 use super::config::ModelConfig;
+use hlo::{Mesh, PartitionSpec};
 
 /// What a parameter is for (the breakdown of `gptsan params`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -284,6 +285,26 @@ pub fn counts_by_group(specs: &[ParamSpec]) -> Vec<(Group, i64)> {
             )
         })
         .collect()
+}
+
+/// How a parameter is laid out over a `data` x `model` mesh: experts and attention heads
+/// split over `model`, everything else replicated.
+pub fn param_sharding(spec: &ParamSpec, mesh: &Mesh) -> PartitionSpec {
+    let rank = spec.dims.len();
+    let mut dims: Vec<Option<&str>> = vec![None; rank];
+    if mesh.axis_size("model").unwrap_or(1) > 1 {
+        let n = &spec.name;
+        // Experts split on E; q/k/v on their output (head) axis; out_proj on its input.
+        let heads_out = ["q_proj.weight", "k_proj.weight", "v_proj.weight"]
+            .iter()
+            .any(|p| n.ends_with(p));
+        if n.contains(".mlp.experts.") || heads_out {
+            dims[0] = Some("model");
+        } else if n.ends_with("out_proj.weight") {
+            dims[1] = Some("model");
+        }
+    }
+    PartitionSpec::new(&dims)
 }
 
 #[cfg(test)]

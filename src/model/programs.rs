@@ -4,9 +4,9 @@
 use super::config::ModelConfig;
 use super::gptsan::{forward, Batch, Params};
 use super::loss::cross_entropy;
-use super::params::param_specs;
+use super::params::{param_sharding, param_specs};
 use anyhow::{anyhow, Result};
-use hlo::{Builder, DType, Function, Shape, Tensor};
+use hlo::{Builder, DType, Function, Mesh, PartitionSpec, Shape, Tensor};
 
 /// The shapes a forward program is compiled for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,4 +127,35 @@ pub fn forward_args(
         args.push(hlo::Literal::from_slice(&[dims[0], width], s)?);
     }
     Ok(args)
+}
+
+/// Lays a single-device inference program out over `mesh`: parameters as in training
+/// (experts and heads split over `model`), rows of `[B, ...]` inputs split over `data` when
+/// they divide evenly, everything else and every output replicated. XLA's SPMD partitioner
+/// inserts the collectives; results equal the single-device program.
+pub fn on_mesh(mut f: Function, cfg: &ModelConfig, mesh: &Mesh) -> Function {
+    let specs = param_specs(cfg);
+    let data = mesh.axis_size("data").unwrap_or(1);
+    for p in f.params.iter_mut() {
+        let rank = p.shape.rank();
+        p.sharding = Some(match specs.iter().find(|s| s.name == p.name) {
+            Some(s) => param_sharding(s, mesh),
+            None if data > 1 && rank > 0 && p.shape.dims[0] % data == 0 => {
+                let mut dims: Vec<Option<&str>> = vec![None; rank];
+                dims[0] = Some("data");
+                PartitionSpec::new(&dims)
+            }
+            None => PartitionSpec::replicated(rank),
+        });
+    }
+    let ranks: Vec<usize> = f
+        .outputs
+        .iter()
+        .map(|o| f.value_shape(o.value).rank())
+        .collect();
+    for (o, rank) in f.outputs.iter_mut().zip(ranks) {
+        o.sharding = Some(PartitionSpec::replicated(rank));
+    }
+    f.mesh = Some(mesh.clone());
+    f
 }

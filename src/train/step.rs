@@ -12,6 +12,7 @@
 use super::optimizer::{clip_by_global_norm, OptimizerConfig};
 use crate::model::gptsan::{forward, Params};
 use crate::model::loss::{cross_entropy, z_loss};
+pub use crate::model::params::param_sharding;
 use crate::model::params::{param_specs, ParamSpec};
 use crate::model::programs::declare_batch;
 use crate::model::ModelConfig;
@@ -53,26 +54,6 @@ pub fn split_params(cfg: &ModelConfig, frozen: &[String]) -> (Vec<ParamSpec>, Ve
     param_specs(cfg)
         .into_iter()
         .partition(|s| !frozen.contains(&s.name))
-}
-
-/// How a parameter is laid out over a `data` x `model` mesh: experts and attention heads
-/// split over `model`, everything else replicated.
-pub fn param_sharding(spec: &ParamSpec, mesh: &Mesh) -> PartitionSpec {
-    let rank = spec.dims.len();
-    let mut dims: Vec<Option<&str>> = vec![None; rank];
-    if mesh.axis_size("model").unwrap_or(1) > 1 {
-        let n = &spec.name;
-        // Experts split on E; q/k/v on their output (head) axis; out_proj on its input.
-        let heads_out = ["q_proj.weight", "k_proj.weight", "v_proj.weight"]
-            .iter()
-            .any(|p| n.ends_with(p));
-        if n.contains(".mlp.experts.") || heads_out {
-            dims[0] = Some("model");
-        } else if n.ends_with("out_proj.weight") {
-            dims[1] = Some("model");
-        }
-    }
-    PartitionSpec::new(&dims)
 }
 
 fn batch_sharding(mesh: Option<&Mesh>, rank: usize) -> Option<PartitionSpec> {
