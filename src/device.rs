@@ -164,6 +164,68 @@ impl Program {
         Ok(())
     }
 
+    /// The devices the program runs on: its mesh, or one device.
+    fn device_count(&self) -> usize {
+        self.function
+            .mesh
+            .as_ref()
+            .map_or(1, |m| m.device_count() as usize)
+    }
+
+    /// Argument `arg`'s layout over the mesh (replicated when it has none).
+    fn arg_spec(&self, arg: usize) -> PartitionSpec {
+        let p = &self.function.params[arg];
+        p.sharding
+            .clone()
+            .unwrap_or_else(|| PartitionSpec::replicated(p.shape.rank()))
+    }
+
+    /// Uploads `lit` as argument `arg`: one piece per device, split as the program lays
+    /// that argument out (the whole value on a single device).
+    pub fn upload_arg(&self, arg: usize, lit: &Literal) -> Result<Vec<Buffer>> {
+        let Some(mesh) = self
+            .function
+            .mesh
+            .as_ref()
+            .filter(|_| self.device_count() > 1)
+        else {
+            return Ok(vec![self.client.upload(lit, 0)?]);
+        };
+        let spec = self.arg_spec(arg);
+        (0..self.device_count())
+            .map(|d| Ok(self.client.upload(&shard_of(lit, &spec, mesh, d)?, d)?))
+            .collect()
+    }
+
+    /// Downloads the pieces of argument `arg` (e.g. donated-and-updated state) as one value.
+    pub fn download_arg(&self, arg: usize, shards: &[&Buffer]) -> Result<Literal> {
+        let lits: Vec<Literal> = shards
+            .iter()
+            .map(|b| b.to_literal())
+            .collect::<runtime::Result<_>>()?;
+        match self
+            .function
+            .mesh
+            .as_ref()
+            .filter(|_| self.device_count() > 1)
+        {
+            Some(mesh) => {
+                let shape = self.function.params[arg].shape.clone();
+                assemble(&lits, &shape, &self.arg_spec(arg), mesh)
+            }
+            None => lits
+                .into_iter()
+                .next()
+                .ok_or_else(|| anyhow!("no buffer for argument {arg}")),
+        }
+    }
+
+    /// Runs with one argument list per device (see [`Program::upload_arg`]); returns one
+    /// result list per device.
+    pub fn run_per_device(&self, args: &[Vec<&Buffer>]) -> Result<Vec<Vec<Buffer>>> {
+        Ok(self.exe.execute(args)?)
+    }
+
     /// Runs on one device with device-resident arguments.
     pub fn run(&self, args: &[&Buffer]) -> Result<Vec<Buffer>> {
         let mut out = self.exe.execute(&[args.to_vec()])?;

@@ -7,6 +7,7 @@ use crate::model::checkpoint::load_model_dir;
 use crate::model::inputs::HostBatch;
 use crate::model::ModelConfig;
 use crate::tokenizer::Tokenizer;
+use crate::train::run::{check_mesh, parse_mesh};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -59,6 +60,13 @@ pub struct Args {
     pub emoji: Option<PathBuf>,
     #[arg(long)]
     pub plugin: Option<String>,
+    /// Run over a device mesh, e.g. model=2 (experts and heads split over devices); the
+    /// tokens equal one device's.
+    #[arg(long)]
+    pub mesh: Option<String>,
+    /// Number of (CPU) devices to open (default: the mesh's size).
+    #[arg(long)]
+    pub devices: Option<i64>,
 }
 
 /// The tokenizer that goes with a model: explicit files, the model folder's, or built in.
@@ -184,8 +192,16 @@ pub fn run(args: Args) -> Result<()> {
     };
     let width = if cfg.has_spout() { cfg.spout_width } else { 0 };
     batch.validate(cfg.vocab_size, cfg.context, width)?;
-    let device = Device::open(args.plugin.as_deref(), None)?;
-    let mut generator = Generator::new(&device, &cfg, &params)?;
+    let mesh = args.mesh.as_deref().map(parse_mesh).transpose()?;
+    let wanted = args.devices.or(mesh.as_ref().map(|m| m.device_count()));
+    let device = Device::open(args.plugin.as_deref(), wanted)?;
+    if let Some(m) = &mesh {
+        check_mesh(m, device.device_count(), &cfg, 1)?;
+        if m.axis_size("data").unwrap_or(1) > 1 {
+            bail!("--mesh {m}: generation splits the model only; use model=N");
+        }
+    }
+    let mut generator = Generator::on_mesh(&device, &cfg, &params, mesh)?;
     let strategy = if args.greedy {
         Strategy::Greedy
     } else {

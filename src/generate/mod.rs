@@ -7,15 +7,15 @@
 
 pub mod sampling;
 
-use crate::device::{Device, Program};
+use crate::device::{shard_of, Device, Program};
 use crate::model::decode::{cache_shape, decode_step, prefill};
 use crate::model::gptsan::Params;
 use crate::model::inputs::{HostBatch, PositionRule};
-use crate::model::params::param_specs;
-use crate::model::programs::declare_batch;
+use crate::model::params::{param_sharding, param_specs};
+use crate::model::programs::{declare_batch, on_mesh};
 use crate::model::ModelConfig;
 use anyhow::{anyhow, bail, Result};
-use hlo::{Builder, DType, Function, Literal, Shape};
+use hlo::{Builder, DType, Function, Literal, Mesh, Shape};
 use runtime::Buffer;
 use sampling::{pick, Rng, Strategy};
 use std::collections::HashMap;
@@ -65,11 +65,14 @@ pub fn decode_program(cfg: &ModelConfig, batch: i64, slots: i64) -> Result<Funct
     Ok(f)
 }
 
-/// Holds the parameters on the device and the compiled programs.
+/// Holds the parameters on the device(s) and the compiled programs.
 pub struct Generator<'d> {
     device: &'d Device,
     cfg: ModelConfig,
-    params: Vec<Buffer>,
+    /// `params[device][i]`: parameter i (its piece, on a mesh) on each device.
+    params: Vec<Vec<Buffer>>,
+    /// Programs run SPMD over this mesh (experts and heads split over `model`).
+    mesh: Option<Mesh>,
     prefill: HashMap<(i64, i64, bool, i64), Program>,
     decode: HashMap<(i64, i64), Program>,
 }
@@ -83,17 +86,88 @@ pub struct Generation {
 
 impl<'d> Generator<'d> {
     pub fn new(device: &'d Device, cfg: &ModelConfig, params: &[Literal]) -> Result<Generator<'d>> {
-        let params = params
-            .iter()
-            .map(|p| device.upload(p, 0))
-            .collect::<Result<_>>()?;
+        Generator::on_mesh(device, cfg, params, None)
+    }
+
+    /// A generator whose programs run over `mesh` (None or one device: plain).
+    pub fn on_mesh(
+        device: &'d Device,
+        cfg: &ModelConfig,
+        params: &[Literal],
+        mesh: Option<Mesh>,
+    ) -> Result<Generator<'d>> {
+        let mesh = mesh.filter(|m| m.device_count() > 1);
+        let specs = param_specs(cfg);
+        let per_device = |d: usize| -> Result<Vec<Buffer>> {
+            params
+                .iter()
+                .zip(&specs)
+                .map(|(p, s)| match &mesh {
+                    Some(m) => device.upload(&shard_of(p, &param_sharding(s, m), m, d)?, d),
+                    None => device.upload(p, 0),
+                })
+                .collect()
+        };
+        let devices = mesh.as_ref().map_or(1, |m| m.device_count() as usize);
+        let params = (0..devices).map(per_device).collect::<Result<_>>()?;
         Ok(Generator {
             device,
             cfg: cfg.clone(),
             params,
+            mesh,
             prefill: HashMap::new(),
             decode: HashMap::new(),
         })
+    }
+
+    fn compile(&self, f: Function) -> Result<Program> {
+        match &self.mesh {
+            Some(m) => self.device.compile(&on_mesh(f, &self.cfg, m)),
+            None => self.device.compile(&f),
+        }
+    }
+
+    /// Runs a prefill or decode program: the parameters, then the (donated) cache when
+    /// given, then `extra`. Returns the logits and the new cache (a piece per device).
+    fn call(
+        &self,
+        program: &Program,
+        cache: Option<Vec<Buffer>>,
+        extra: &[Literal],
+    ) -> Result<(Literal, Vec<Buffer>)> {
+        let first_extra = self.params[0].len() + cache.is_some() as usize;
+        let uploaded: Vec<Vec<Buffer>> = extra
+            .iter()
+            .enumerate()
+            .map(|(k, lit)| program.upload_arg(first_extra + k, lit))
+            .collect::<Result<_>>()?;
+        let lists: Vec<Vec<&Buffer>> = (0..self.params.len())
+            .map(|d| {
+                let mut l: Vec<&Buffer> = self.params[d].iter().collect();
+                l.extend(cache.as_ref().map(|c| &c[d]));
+                l.extend(uploaded.iter().map(|u| &u[d]));
+                l
+            })
+            .collect();
+        let out = program.run_per_device(&lists)?;
+        drop(lists);
+        let name = &program.function.name;
+        let mut new_cache = Vec::new();
+        let mut logits = None;
+        for (d, mut res) in out.into_iter().enumerate() {
+            new_cache.push(
+                res.pop()
+                    .ok_or_else(|| anyhow!("{name} returned no cache"))?,
+            );
+            if d == 0 {
+                let l = res
+                    .pop()
+                    .ok_or_else(|| anyhow!("{name} returned no logits"))?;
+                logits = Some(l.to_literal()?);
+            }
+        }
+        let logits = logits.ok_or_else(|| anyhow!("{name} ran on no device"))?;
+        Ok((logits, new_cache))
     }
 
     /// Generates up to `opts.max_new_tokens` per row. `on_token(row, id)` sees every
@@ -125,11 +199,11 @@ impl<'d> Generator<'d> {
         let key = (bsz, len, batch.spout.is_some(), slots);
         if !self.prefill.contains_key(&key) {
             let f = prefill_program(&cfg, bsz, len, batch.spout.is_some(), slots)?;
-            self.prefill.insert(key, self.device.compile(&f)?);
+            self.prefill.insert(key, self.compile(f)?);
         }
         if !self.decode.contains_key(&(bsz, slots)) {
             let f = decode_program(&cfg, bsz, slots)?;
-            self.decode.insert((bsz, slots), self.device.compile(&f)?);
+            self.decode.insert((bsz, slots), self.compile(f)?);
         }
 
         let positions = batch.positions(cfg.context, PositionRule::FirstToken);
@@ -150,20 +224,7 @@ impl<'d> Generator<'d> {
         if let Some(s) = &batch.spout {
             args.push(Literal::from_slice(&[bsz, cfg.spout_width], s)?);
         }
-        let extra: Vec<Buffer> = args
-            .iter()
-            .map(|a| self.device.upload(a, 0))
-            .collect::<Result<_>>()?;
-        let mut refs: Vec<&Buffer> = self.params.iter().collect();
-        refs.extend(extra.iter());
-        let mut out = self.prefill[&key].run(&refs)?;
-        let mut cache = out
-            .pop()
-            .ok_or_else(|| anyhow!("prefill returned no cache"))?;
-        let mut logits = out
-            .pop()
-            .ok_or_else(|| anyhow!("prefill returned no logits"))?
-            .to_literal()?;
+        let (mut logits, mut cache) = self.call(&self.prefill[&key], None, &args)?;
 
         // Which cache slots hold real keys: the spout, the prompt's real tokens.
         let m = slots as usize;
@@ -217,21 +278,7 @@ impl<'d> Generator<'d> {
                 Literal::from_slice(&[bsz, slots], &key_valid)?,
                 Literal::scalar(cur as i32),
             ];
-            let bufs: Vec<Buffer> = step_args
-                .iter()
-                .map(|a| self.device.upload(a, 0))
-                .collect::<Result<_>>()?;
-            let mut refs: Vec<&Buffer> = self.params.iter().collect();
-            refs.push(&cache);
-            refs.extend(bufs.iter());
-            let mut out = self.decode[&(bsz, slots)].run(&refs)?;
-            cache = out
-                .pop()
-                .ok_or_else(|| anyhow!("decode returned no cache"))?;
-            logits = out
-                .pop()
-                .ok_or_else(|| anyhow!("decode returned no logits"))?
-                .to_literal()?;
+            (logits, cache) = self.call(&self.decode[&(bsz, slots)], Some(cache), &step_args)?;
             for p in next_pos.iter_mut() {
                 *p = (*p + 1).min(cfg.context as i32 - 1);
             }

@@ -6,7 +6,7 @@ use super::checkpoint::{self, TrainerState};
 use super::config::{SpoutMode, TrainConfig};
 use super::step::{param_sharding, split_params, train_step_program, LossKind, StepSpec};
 use crate::data::{pack_lm, shuffled_order, Example, PackTokens};
-use crate::device::{assemble, shard_of, Device, Program};
+use crate::device::Device;
 use crate::generate::sampling::{Rng, Strategy};
 use crate::generate::{GenerateOptions, Generator};
 use crate::model::checkpoint::load_model_dir;
@@ -180,36 +180,6 @@ struct DeviceState {
     rng: Vec<Buffer>,
 }
 
-fn spec_of(program: &Program, arg: usize) -> PartitionSpec {
-    let p = &program.function.params[arg];
-    p.sharding
-        .clone()
-        .unwrap_or_else(|| PartitionSpec::replicated(p.shape.rank()))
-}
-
-fn upload_arg(
-    device: &Device,
-    program: &Program,
-    mesh: &Mesh,
-    arg: usize,
-    lit: &Literal,
-) -> Result<Vec<Buffer>> {
-    let n = mesh.device_count() as usize;
-    let spec = spec_of(program, arg);
-    (0..n)
-        .map(|d| device.upload(&shard_of(lit, &spec, mesh, d)?, d))
-        .collect()
-}
-
-fn download_arg(program: &Program, mesh: &Mesh, arg: usize, shards: &[&Buffer]) -> Result<Literal> {
-    let lits: Vec<Literal> = shards
-        .iter()
-        .map(|b| b.to_literal())
-        .collect::<runtime::Result<_>>()?;
-    let shape = program.function.params[arg].shape.clone();
-    assemble(&lits, &shape, &spec_of(program, arg), mesh)
-}
-
 /// Runs a whole training job.
 pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     let (cfg, mut train) = match &opts.config {
@@ -363,21 +333,12 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         .chain(state_lits.iter().map(|(_, l)| l))
         .enumerate()
     {
-        for (d, b) in upload_arg(&device, &program, &mesh, i, lit)?
-            .into_iter()
-            .enumerate()
-        {
+        for (d, b) in program.upload_arg(i, lit)?.into_iter().enumerate() {
             dstate.args[d].push(b);
         }
     }
     let rng_arg = n_params + state_lits.len() + 2;
-    dstate.rng = upload_arg(
-        &device,
-        &program,
-        &mesh,
-        rng_arg,
-        &Literal::from_slice(&[2], &tstate.rng)?,
-    )?;
+    dstate.rng = program.upload_arg(rng_arg, &Literal::from_slice(&[2], &tstate.rng)?)?;
 
     let bar = progress_bar(opts.progress, train.steps, tstate.step);
     let mut metrics_file = std::fs::OpenOptions::new()
@@ -429,10 +390,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
             } else {
                 rng_arg + k - 1
             };
-            for (d, b) in upload_arg(&device, &program, &mesh, arg, lit)?
-                .into_iter()
-                .enumerate()
-            {
+            for (d, b) in program.upload_arg(arg, lit)?.into_iter().enumerate() {
                 uploaded[d].push(b);
             }
         }
@@ -499,22 +457,13 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
             tstate.rng = [rng_lit[0], rng_lit[1]];
             params = (0..n_params)
                 .map(|i| {
-                    download_arg(
-                        &program,
-                        &mesh,
-                        i,
-                        &dstate.args.iter().map(|a| &a[i]).collect::<Vec<_>>(),
-                    )
+                    program.download_arg(i, &dstate.args.iter().map(|a| &a[i]).collect::<Vec<_>>())
                 })
                 .collect::<Result<_>>()?;
             for (k, (_, lit)) in state_lits.iter_mut().enumerate() {
                 let i = n_params + k;
-                *lit = download_arg(
-                    &program,
-                    &mesh,
-                    i,
-                    &dstate.args.iter().map(|a| &a[i]).collect::<Vec<_>>(),
-                )?;
+                *lit = program
+                    .download_arg(i, &dstate.args.iter().map(|a| &a[i]).collect::<Vec<_>>())?;
             }
             checkpoint::save(&opts.out, &cfg, &params, &state_lits, &tstate, 2)?;
             note_checkpoint_for_watchdog(&opts.out, Some(step));
