@@ -238,3 +238,95 @@ fn bad_inputs_give_one_clear_line() {
         "line 2",
     );
 }
+
+/// JSON lines of a command's stdout.
+fn json_lines(out: &str) -> Vec<Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn generate_input_and_beams_equal_single_calls() {
+    let m = model();
+    let prompts = [
+        "35993,35998,100,200",
+        "35993,35998,5",
+        "35993,300,35998,7,8,9",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("prompts.jsonl");
+    let lines: String = prompts
+        .iter()
+        .map(|p| format!("{{\"ids\": [{p}]}}\n"))
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    let i = input.to_str().unwrap();
+    let common = ["generate", "--model", &m, "--max-new-tokens", "6"];
+    let run = |extra: &[&str]| json_lines(&ok(&[&common[..], extra].concat()));
+
+    let batched = run(&["--input", i, "--greedy", "--batch-size", "2"]);
+    let beams = run(&["--input", i, "--beam-width", "3", "--num-generate", "2"]);
+    assert_eq!(batched.len(), 3);
+    assert_eq!(beams.len(), 6);
+    for (k, p) in prompts.iter().enumerate() {
+        let single = run(&["--ids", p, "--greedy", "--json"]);
+        assert_eq!(batched[k]["ids"], single[0]["ids"], "prompt {k}");
+        assert_eq!(batched[k]["input"], k);
+        let beam = run(&[
+            "--ids",
+            p,
+            "--beam-width",
+            "3",
+            "--num-generate",
+            "2",
+            "--json",
+        ]);
+        assert_eq!(beam.len(), 2);
+        assert!(beam[0]["logprob"].as_f64().unwrap() >= beam[1]["logprob"].as_f64().unwrap());
+        for (r, b) in beam.iter().enumerate() {
+            let from_input = &beams[2 * k + r];
+            assert_eq!(from_input["input"], k);
+            assert_eq!(from_input["ids"], b["ids"], "prompt {k} beam {r}");
+            let (x, y) = (
+                from_input["logprob"].as_f64().unwrap(),
+                b["logprob"].as_f64().unwrap(),
+            );
+            assert!((x - y).abs() <= 1e-6);
+        }
+        // Width 1 is greedy.
+        let one = run(&["--ids", p, "--beam-width", "1", "--json"]);
+        assert_eq!(one[0]["ids"], single[0]["ids"], "prompt {k}");
+    }
+}
+
+#[test]
+fn bad_generate_inputs_give_one_clear_line() {
+    let m = model();
+    let g = ["generate", "--model", &m];
+    let fails = |extra: &[&str], needle: &str| fails_with(&[&g[..], extra].concat(), needle);
+    fails(
+        &["--ids", "35993,5", "--beam-width", "0"],
+        "--beam-width must be at least 1",
+    );
+    fails(&["--ids", "", "--beam-width", "2"], "the prompt is empty");
+    fails(
+        &["--ids", "35993,99999", "--beam-width", "2"],
+        "token id 99999",
+    );
+    fails(
+        &[
+            "--ids",
+            "35993,5",
+            "--beam-width",
+            "2",
+            "--num-generate",
+            "3",
+        ],
+        "1 to 2 results",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("p.jsonl");
+    std::fs::write(&input, "{\"ids\": [35993, 5]}\n{\"ids\": []}\n").unwrap();
+    fails(&["--input", input.to_str().unwrap(), "--greedy"], "line 2");
+}

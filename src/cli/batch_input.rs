@@ -87,3 +87,24 @@ pub fn resolve(
         (None, None) => bail!("give text or ids"),
     }
 }
+
+/// Comma-separated token ids from the command line; an empty list is allowed here and
+/// refused where it matters (with a clear message instead of a parse error).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdList(pub Vec<i64>);
+
+impl std::str::FromStr for IdList {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                p.parse::<i64>()
+                    .map_err(|_| format!("{p:?} is not a token id"))
+            })
+            .collect::<std::result::Result<_, _>>()
+            .map(IdList)
+    }
+}

@@ -2,7 +2,7 @@
 //! (see [`crate::infer::fill_mask`]).
 
 use super::batch_input::{
-    check_tokenizer, decode_text, read_jsonl, resolve, write_jsonl, TextOrIds,
+    check_tokenizer, decode_text, read_jsonl, resolve, write_jsonl, IdList, TextOrIds,
 };
 use super::generate::tokenizer_for;
 use crate::device::Device;
@@ -24,8 +24,8 @@ pub struct Args {
     #[arg(long)]
     pub text: Option<String>,
     /// Token ids, comma separated, used as given (SOT included).
-    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
-    pub ids: Option<Vec<i64>>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub ids: Option<IdList>,
     /// JSONL file of inputs, one `{"text": ...}` or `{"ids": [...]}` per line.
     #[arg(long, requires = "output")]
     pub input: Option<PathBuf>,
@@ -101,7 +101,12 @@ pub fn run(args: Args) -> Result<()> {
             })
             .collect::<Result<_>>()?,
         None => {
-            let ids = input_ids(&tok, &cfg, args.text.as_deref(), args.ids.as_deref())?;
+            let ids = input_ids(
+                &tok,
+                &cfg,
+                args.text.as_deref(),
+                args.ids.as_ref().map(|l| l.0.as_slice()),
+            )?;
             vec![check_range(&ids, &cfg)?]
         }
     };

@@ -2,7 +2,7 @@
 //! position, concatenated; see [`crate::infer::vector`]), as JSON or, for many inputs, a
 //! safetensors file.
 
-use super::batch_input::{check_tokenizer, read_jsonl, resolve, TextOrIds};
+use super::batch_input::{check_tokenizer, read_jsonl, resolve, IdList, TextOrIds};
 use super::generate::tokenizer_for;
 use crate::device::Device;
 use crate::infer::fill_mask::encode_with_masks;
@@ -26,8 +26,8 @@ pub struct Args {
     #[arg(long)]
     pub text: Option<String>,
     /// Token ids, comma separated, used as given (SOT included).
-    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
-    pub ids: Option<Vec<i64>>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub ids: Option<IdList>,
     /// JSONL file of inputs, one `{"text": ...}` or `{"ids": [...]}` (optionally with
     /// `"pos"`) per line.
     #[arg(long, requires = "output")]
@@ -114,7 +114,7 @@ pub fn run(args: Args) -> Result<()> {
             &tok,
             &cfg,
             args.text.as_deref(),
-            args.ids.as_deref(),
+            args.ids.as_ref().map(|l| l.0.as_slice()),
             args.pos,
         )?],
     };

@@ -5,6 +5,7 @@
 //! first real token and its padding takes no expert slots, so it generates exactly what
 //! it generates alone.
 
+pub mod beam;
 pub mod sampling;
 
 use crate::device::{Device, Program};
@@ -50,13 +51,28 @@ pub fn prefill_program(
 
 /// The one-token decode program. The cache argument is donated to the new cache.
 pub fn decode_program(cfg: &ModelConfig, batch: i64, slots: i64) -> Result<Function> {
-    let b = Builder::new("decode");
+    decode_function(cfg, batch, slots, false)
+}
+
+/// The decode program; with `reorder`, a last argument `parent [B]` (s32) first replaces
+/// every cache row by row `parent[b]` (beam search: hypotheses follow their parents).
+pub(crate) fn decode_function(
+    cfg: &ModelConfig,
+    batch: i64,
+    slots: i64,
+    reorder: bool,
+) -> Result<Function> {
+    let b = Builder::new(if reorder { "beam_decode" } else { "decode" });
     let params = Params::declare(&b, &param_specs(cfg), DType::F32);
-    let cache = b.parameter("cache", cache_shape(cfg, batch, slots));
+    let mut cache = b.parameter("cache", cache_shape(cfg, batch, slots));
     let token = b.parameter("token", Shape::new(DType::S32, vec![batch, 1]));
     let position = b.parameter("position", Shape::new(DType::S32, vec![batch, 1]));
     let key_valid = b.parameter("key_valid", Shape::new(DType::S32, vec![batch, slots]));
     let cur = b.parameter("cur", Shape::scalar(DType::S32));
+    if reorder {
+        let parent = b.parameter("parent", Shape::new(DType::S32, vec![batch]));
+        cache = reorder_rows(&cache, &parent);
+    }
     let valid = key_valid.ne(&b.scalar(0.0, DType::S32));
     let (logits, new_cache) = decode_step(cfg, &params, &cache, &token, &position, &valid, &cur);
     let mut f = b.build_named(&[("logits", &logits), ("cache", &new_cache)])?;
@@ -65,13 +81,46 @@ pub fn decode_program(cfg: &ModelConfig, batch: i64, slots: i64) -> Result<Funct
     Ok(f)
 }
 
+/// The cache `[L, 2, B, H, M, dh]` with batch row b replaced by row `parent[b]`.
+fn reorder_rows(cache: &hlo::Tensor, parent: &hlo::Tensor) -> hlo::Tensor {
+    let mut slice_sizes = cache.dims().to_vec();
+    slice_sizes[2] = 1;
+    cache.gather(
+        parent,
+        hlo::ir::GatherDims {
+            offset_dims: vec![0, 1, 3, 4, 5],
+            collapsed_slice_dims: vec![2],
+            start_index_map: vec![2],
+            index_vector_dim: 1,
+            slice_sizes,
+        },
+    )
+}
+
 /// Holds the parameters on the device and the compiled programs.
 pub struct Generator<'d> {
     device: &'d Device,
     cfg: ModelConfig,
     params: Vec<Buffer>,
     prefill: HashMap<(i64, i64, bool, i64), Program>,
-    decode: HashMap<(i64, i64), Program>,
+    decode: HashMap<(i64, i64, bool), Program>,
+}
+
+/// The state after a prompt's prefill.
+pub(crate) struct Prefilled {
+    /// The KV cache on the device.
+    pub cache: Buffer,
+    /// `[B, V]` logits of each row's next token.
+    pub logits: Literal,
+    /// `[B, slots]`: 1 where a cache slot holds a real key.
+    pub key_valid: Vec<i32>,
+    /// The position of each row's next token.
+    pub next_pos: Vec<i32>,
+    pub slots: i64,
+    /// The cache slot of the first generated token.
+    pub first_slot: i64,
+    /// How many tokens fit (max_new_tokens, or fewer when the context is full).
+    pub steps: i64,
 }
 
 /// Generated tokens per row, and (optionally) the logits of every step.
@@ -96,15 +145,13 @@ impl<'d> Generator<'d> {
         })
     }
 
-    /// Generates up to `opts.max_new_tokens` per row. `on_token(row, id)` sees every
-    /// token as it is produced (for streaming).
-    pub fn generate(
+    /// Runs the prompt through the prefill program, leaving room for up to
+    /// `max_new_tokens` generated tokens (fewer when the context is shorter).
+    pub(crate) fn run_prefill(
         &mut self,
         batch: &HostBatch,
-        opts: &GenerateOptions,
-        keep_logits: bool,
-        mut on_token: impl FnMut(usize, u32),
-    ) -> Result<Generation> {
+        max_new_tokens: usize,
+    ) -> Result<Prefilled> {
         let cfg = self.cfg.clone();
         let width = if cfg.has_spout() { cfg.spout_width } else { 0 };
         batch.validate(cfg.vocab_size, cfg.context, width)?;
@@ -117,19 +164,13 @@ impl<'d> Generator<'d> {
                 cfg.context
             );
         }
-        let new = (opts.max_new_tokens as i64).min(room);
+        let new = (max_new_tokens as i64).min(room);
         let slots = past + len + new;
-        let v = cfg.vocab_size as u32;
-        let (sep, not, eot) = (v - 5, v - 4, v - 1);
 
         let key = (bsz, len, batch.spout.is_some(), slots);
         if !self.prefill.contains_key(&key) {
             let f = prefill_program(&cfg, bsz, len, batch.spout.is_some(), slots)?;
             self.prefill.insert(key, self.device.compile(&f)?);
-        }
-        if !self.decode.contains_key(&(bsz, slots)) {
-            let f = decode_program(&cfg, bsz, slots)?;
-            self.decode.insert((bsz, slots), self.device.compile(&f)?);
         }
 
         let positions = batch.positions(cfg.context, PositionRule::FirstToken);
@@ -157,10 +198,10 @@ impl<'d> Generator<'d> {
         let mut refs: Vec<&Buffer> = self.params.iter().collect();
         refs.extend(extra.iter());
         let mut out = self.prefill[&key].run(&refs)?;
-        let mut cache = out
+        let cache = out
             .pop()
             .ok_or_else(|| anyhow!("prefill returned no cache"))?;
-        let mut logits = out
+        let logits = out
             .pop()
             .ok_or_else(|| anyhow!("prefill returned no logits"))?
             .to_literal()?;
@@ -179,6 +220,52 @@ impl<'d> Generator<'d> {
             next_pos[r] =
                 (positions[r * batch.len + batch.len - 1] + 1).min(cfg.context as i32 - 1);
         }
+        Ok(Prefilled {
+            cache,
+            logits,
+            key_valid,
+            next_pos,
+            slots,
+            first_slot: past + len,
+            steps: new,
+        })
+    }
+
+    /// The decode program for `bsz` rows and `slots` cache slots (`reorder`: with the
+    /// `parent` argument), compiled on first use.
+    pub(crate) fn decode_for(&mut self, bsz: i64, slots: i64, reorder: bool) -> Result<&Program> {
+        let key = (bsz, slots, reorder);
+        if !self.decode.contains_key(&key) {
+            let f = decode_function(&self.cfg, bsz, slots, reorder)?;
+            self.decode.insert(key, self.device.compile(&f)?);
+        }
+        Ok(&self.decode[&key])
+    }
+
+    /// Generates up to `opts.max_new_tokens` per row. `on_token(row, id)` sees every
+    /// token as it is produced (for streaming).
+    pub fn generate(
+        &mut self,
+        batch: &HostBatch,
+        opts: &GenerateOptions,
+        keep_logits: bool,
+        mut on_token: impl FnMut(usize, u32),
+    ) -> Result<Generation> {
+        let cfg = self.cfg.clone();
+        let Prefilled {
+            mut cache,
+            mut logits,
+            mut key_valid,
+            mut next_pos,
+            slots,
+            first_slot,
+            steps: new,
+        } = self.run_prefill(batch, opts.max_new_tokens)?;
+        let bsz = batch.batch as i64;
+        let m = slots as usize;
+        let v = cfg.vocab_size as u32;
+        let (sep, not, eot) = (v - 5, v - 4, v - 1);
+        self.decode_for(bsz, slots, false)?;
 
         let mut rng = Rng::new(opts.seed);
         let mut tokens = vec![Vec::new(); batch.batch];
@@ -207,7 +294,7 @@ impl<'d> Generator<'d> {
             if done.iter().all(|d| *d) || step + 1 == new {
                 break;
             }
-            let cur = (past + len + step) as usize;
+            let cur = (first_slot + step) as usize;
             for r in 0..batch.batch {
                 key_valid[r * m + cur] = 1;
             }
@@ -217,21 +304,7 @@ impl<'d> Generator<'d> {
                 Literal::from_slice(&[bsz, slots], &key_valid)?,
                 Literal::scalar(cur as i32),
             ];
-            let bufs: Vec<Buffer> = step_args
-                .iter()
-                .map(|a| self.device.upload(a, 0))
-                .collect::<Result<_>>()?;
-            let mut refs: Vec<&Buffer> = self.params.iter().collect();
-            refs.push(&cache);
-            refs.extend(bufs.iter());
-            let mut out = self.decode[&(bsz, slots)].run(&refs)?;
-            cache = out
-                .pop()
-                .ok_or_else(|| anyhow!("decode returned no cache"))?;
-            logits = out
-                .pop()
-                .ok_or_else(|| anyhow!("decode returned no logits"))?
-                .to_literal()?;
+            (logits, cache) = self.run_decode(bsz, slots, false, cache, &step_args)?;
             for p in next_pos.iter_mut() {
                 *p = (*p + 1).min(cfg.context as i32 - 1);
             }
@@ -240,5 +313,37 @@ impl<'d> Generator<'d> {
             tokens,
             step_logits,
         })
+    }
+
+    /// Runs a decode program (compiled by [`Self::decode_for`]) on the cache and the
+    /// step's arguments; returns the next logits `[B, V]` and the new cache.
+    pub(crate) fn run_decode(
+        &self,
+        bsz: i64,
+        slots: i64,
+        reorder: bool,
+        cache: Buffer,
+        step_args: &[Literal],
+    ) -> Result<(Literal, Buffer)> {
+        let program = self
+            .decode
+            .get(&(bsz, slots, reorder))
+            .ok_or_else(|| anyhow!("the decode program for {bsz} rows was not compiled"))?;
+        let bufs: Vec<Buffer> = step_args
+            .iter()
+            .map(|a| self.device.upload(a, 0))
+            .collect::<Result<_>>()?;
+        let mut refs: Vec<&Buffer> = self.params.iter().collect();
+        refs.push(&cache);
+        refs.extend(bufs.iter());
+        let mut out = program.run(&refs)?;
+        let cache = out
+            .pop()
+            .ok_or_else(|| anyhow!("decode returned no cache"))?;
+        let logits = out
+            .pop()
+            .ok_or_else(|| anyhow!("decode returned no logits"))?
+            .to_literal()?;
+        Ok((logits, cache))
     }
 }
