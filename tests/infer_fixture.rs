@@ -133,3 +133,73 @@ fn a_padded_batch_equals_single_inputs() {
         assert!(max_diff(&vecs[i], &v[0]) <= 1e-5, "input {i}");
     }
 }
+
+/// With ext layers, the port's `hidden_states.{L_s-1}` already holds the extra position
+/// embedding of the next layer's input; the vector is the true block output.
+#[test]
+fn vectors_leave_out_the_extra_position_embedding() {
+    use gptsan::model::inputs::PositionRule;
+    use gptsan::model::programs::{forward_args, forward_program, ForwardShape};
+    use gptsan::model::{param_specs, ModelConfig, RouterConfig, RoutingSemantics};
+    let cfg = ModelConfig {
+        vocab_size: 300,
+        context: 16,
+        d_model: 16,
+        num_heads: 2,
+        num_switch_layers: 1,
+        num_ext_layers: 1,
+        num_experts: 2,
+        expert_hidden: 32,
+        ext_hidden: 32,
+        spout_width: 0,
+        layer_norm_eps: 1e-5,
+        router: RouterConfig {
+            semantics: RoutingSemantics::Hf,
+            expert_capacity: 16,
+            ..RouterConfig::default()
+        },
+    };
+    let specs = param_specs(&cfg);
+    let mut params = gptsan::train::run::init_params(&specs, 5);
+    let ete_at = specs
+        .iter()
+        .position(|s| s.name == "model.extra_position_embeddings.weight")
+        .unwrap();
+    let ete: Vec<f32> = (0..16 * 16)
+        .map(|i| ((i * 37) % 11) as f32 * 0.1 - 0.5)
+        .collect();
+    params[ete_at] = Literal::from_slice(&[16, 16], &ete).unwrap();
+
+    let row = Row::hybrid(vec![290, 5, 6, 7, 8, 9]);
+    let (t, d) = (row.ids.len(), 16);
+    let device = Device::shared().unwrap();
+    let mut runner = Runner::new(device, &cfg, &params).unwrap();
+    let batch = gptsan::infer::pad_rows(std::slice::from_ref(&row));
+    let shape = ForwardShape {
+        batch: 1,
+        len: t as i64,
+        spout: false,
+        grads: false,
+    };
+    let f = forward_program(&cfg, shape).unwrap();
+    let positions = batch.positions(cfg.context, PositionRule::Reference);
+    let args = forward_args(&params, &batch, &positions, &vec![-100; t]).unwrap();
+    let out = device.compile(&f).unwrap().run_literals(&args).unwrap();
+    let names: Vec<String> = f.outputs.iter().map(|o| o.name.clone().unwrap()).collect();
+    let hidden = |l: usize| {
+        let i = names
+            .iter()
+            .position(|n| *n == format!("hidden_states.{l}"))
+            .unwrap();
+        out[i].to_vec::<f32>().unwrap()
+    };
+    for pos in [2, t - 1] {
+        let v = &vectors(&mut runner, &[(row.clone(), pos)], 1).unwrap()[0];
+        let with_ete: Vec<f32> = (0..d)
+            .map(|k| v[k] + ete[positions[pos] as usize * d + k])
+            .collect();
+        assert!(max_diff(&with_ete, &hidden(0)[pos * d..(pos + 1) * d]) <= 1e-5);
+        assert!(max_diff(&v[d..], &hidden(1)[pos * d..(pos + 1) * d]) <= 1e-5);
+        assert!(max_diff(&v[..d], &hidden(0)[pos * d..(pos + 1) * d]) > 0.1);
+    }
+}
