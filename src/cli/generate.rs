@@ -1,6 +1,6 @@
 //! `gptsan generate`: text generation with a device-resident KV cache.
 
-use super::batch_input::{read_jsonl, IdList};
+use super::batch_input::{check_tokenizer, read_jsonl, IdList};
 use crate::device::Device;
 use crate::generate::beam::{BeamOptions, Hypothesis};
 use crate::generate::sampling::{Rng, Strategy};
@@ -166,13 +166,7 @@ fn prompt_ids(p: &PromptSpec, tok: &Tokenizer, cfg: &ModelConfig) -> Result<(Vec
             .map(|&i| i32::try_from(i).map_err(|_| anyhow::anyhow!("token id {i} is out of range")))
             .collect::<Result<_>>()?,
         None => {
-            if tok.vocab_size() as i64 != cfg.vocab_size {
-                bail!(
-                    "the tokenizer has {} tokens but the model expects {}: pass the model's --vocab",
-                    tok.vocab_size(),
-                    cfg.vocab_size
-                );
-            }
+            check_tokenizer(tok, cfg)?;
             let sp = tok.special();
             let mut ids = vec![sp.sot as i32];
             if let Some(p) = &p.prefix {
