@@ -7,6 +7,7 @@ pub mod corpus;
 pub mod data;
 pub mod device;
 pub mod generate;
+pub mod infer;
 pub mod model;
 pub mod rng;
 pub mod tokenizer;

@@ -3,15 +3,18 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+pub mod batch_input;
 pub mod bench;
 pub mod bench_model;
 pub mod devices;
 pub mod export;
+pub mod fill_mask;
 pub mod forward;
 pub mod generate;
 pub mod params;
 pub mod tokenize;
 pub mod train;
+pub mod vector;
 pub mod vocab;
 
 #[derive(Parser, Debug)]
@@ -40,6 +43,10 @@ pub enum Command {
     Forward(forward::Args),
     /// Generate text with a KV cache (greedy, top-k, top-p), optionally steered by spout.
     Generate(generate::Args),
+    /// Fill `[MASK]`s in a text with the original's shifted-MLM rule (one forward pass).
+    FillMask(fill_mask::Args),
+    /// Every layer's output at one token position, concatenated (the original's vector).
+    Vector(vector::Args),
     /// Train a model (default: configs/tiny.toml on the built-in corpus), then print samples.
     Train(train::Args),
     /// Export the StableHLO text and executables of every program, with a manifest.
@@ -58,6 +65,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Vocab(cmd) => vocab::run(cmd),
         Command::Forward(args) => forward::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::FillMask(args) => fill_mask::run(args),
+        Command::Vector(args) => vector::run(args),
         Command::Export(args) => export::run(args),
         Command::Params(args) => params::run(args),
         Command::Train(args) => train::run(args),

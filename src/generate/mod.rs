@@ -5,6 +5,7 @@
 //! first real token and its padding takes no expert slots, so it generates exactly what
 //! it generates alone.
 
+pub mod beam;
 pub mod sampling;
 
 use crate::device::{shard_of, Device, Program};
@@ -50,19 +51,50 @@ pub fn prefill_program(
 
 /// The one-token decode program. The cache argument is donated to the new cache.
 pub fn decode_program(cfg: &ModelConfig, batch: i64, slots: i64) -> Result<Function> {
-    let b = Builder::new("decode");
+    decode_function(cfg, batch, slots, false)
+}
+
+/// The decode program; with `reorder`, a last argument `parent [B]` (s32) first replaces
+/// every cache row by row `parent[b]` (beam search: hypotheses follow their parents).
+pub(crate) fn decode_function(
+    cfg: &ModelConfig,
+    batch: i64,
+    slots: i64,
+    reorder: bool,
+) -> Result<Function> {
+    let b = Builder::new(if reorder { "beam_decode" } else { "decode" });
     let params = Params::declare(&b, &param_specs(cfg), DType::F32);
-    let cache = b.parameter("cache", cache_shape(cfg, batch, slots));
+    let mut cache = b.parameter("cache", cache_shape(cfg, batch, slots));
     let token = b.parameter("token", Shape::new(DType::S32, vec![batch, 1]));
     let position = b.parameter("position", Shape::new(DType::S32, vec![batch, 1]));
     let key_valid = b.parameter("key_valid", Shape::new(DType::S32, vec![batch, slots]));
     let cur = b.parameter("cur", Shape::scalar(DType::S32));
+    if reorder {
+        let parent = b.parameter("parent", Shape::new(DType::S32, vec![batch]));
+        cache = reorder_rows(&cache, &parent);
+    }
     let valid = key_valid.ne(&b.scalar(0.0, DType::S32));
     let (logits, new_cache) = decode_step(cfg, &params, &cache, &token, &position, &valid, &cur);
     let mut f = b.build_named(&[("logits", &logits), ("cache", &new_cache)])?;
     let cache_arg = params.names().len();
     f.donate(cache_arg, 1).map_err(|e| anyhow!(e))?;
     Ok(f)
+}
+
+/// The cache `[L, 2, B, H, M, dh]` with batch row b replaced by row `parent[b]`.
+fn reorder_rows(cache: &hlo::Tensor, parent: &hlo::Tensor) -> hlo::Tensor {
+    let mut slice_sizes = cache.dims().to_vec();
+    slice_sizes[2] = 1;
+    cache.gather(
+        parent,
+        hlo::ir::GatherDims {
+            offset_dims: vec![0, 1, 3, 4, 5],
+            collapsed_slice_dims: vec![2],
+            start_index_map: vec![2],
+            index_vector_dim: 1,
+            slice_sizes,
+        },
+    )
 }
 
 /// Holds the parameters on the device(s) and the compiled programs.
@@ -74,7 +106,24 @@ pub struct Generator<'d> {
     /// Programs run SPMD over this mesh (experts and heads split over `model`).
     mesh: Option<Mesh>,
     prefill: HashMap<(i64, i64, bool, i64), Program>,
-    decode: HashMap<(i64, i64), Program>,
+    decode: HashMap<(i64, i64, bool), Program>,
+}
+
+/// The state after a prompt's prefill.
+pub(crate) struct Prefilled {
+    /// The KV cache on the device (a piece per device on a mesh).
+    pub cache: Vec<Buffer>,
+    /// `[B, V]` logits of each row's next token.
+    pub logits: Literal,
+    /// `[B, slots]`: 1 where a cache slot holds a real key.
+    pub key_valid: Vec<i32>,
+    /// The position of each row's next token.
+    pub next_pos: Vec<i32>,
+    pub slots: i64,
+    /// The cache slot of the first generated token.
+    pub first_slot: i64,
+    /// How many tokens fit (max_new_tokens, or fewer when the context is full).
+    pub steps: i64,
 }
 
 /// Generated tokens per row, and (optionally) the logits of every step.
@@ -118,6 +167,180 @@ impl<'d> Generator<'d> {
             prefill: HashMap::new(),
             decode: HashMap::new(),
         })
+    }
+
+    /// Runs the prompt through the prefill program, leaving room for up to
+    /// `max_new_tokens` generated tokens (fewer when the context is shorter).
+    pub(crate) fn run_prefill(
+        &mut self,
+        batch: &HostBatch,
+        max_new_tokens: usize,
+    ) -> Result<Prefilled> {
+        let cfg = self.cfg.clone();
+        let width = if cfg.has_spout() { cfg.spout_width } else { 0 };
+        batch.validate(cfg.vocab_size, cfg.context, width)?;
+        let (bsz, len) = (batch.batch as i64, batch.len as i64);
+        let past = batch.spout.is_some() as i64;
+        let room = cfg.context - len - past;
+        if room <= 0 {
+            bail!(
+                "the prompt of {len} tokens leaves no room in the context of {}",
+                cfg.context
+            );
+        }
+        let new = (max_new_tokens as i64).min(room);
+        let slots = past + len + new;
+
+        let key = (bsz, len, batch.spout.is_some(), slots);
+        if !self.prefill.contains_key(&key) {
+            let f = prefill_program(&cfg, bsz, len, batch.spout.is_some(), slots)?;
+            self.prefill.insert(key, self.compile(f)?);
+        }
+
+        let positions = batch.positions(cfg.context, PositionRule::FirstToken);
+        let mut args: Vec<Literal> = Vec::new();
+        let dims = [bsz, len];
+        for rows in [
+            &batch.input_ids[..],
+            &positions[..],
+            &batch.attention_mask[..],
+            &batch.token_type_ids[..],
+        ] {
+            args.push(Literal::from_slice(&dims, rows)?);
+        }
+        args.push(Literal::from_slice(
+            &dims,
+            &vec![-100i32; (bsz * len) as usize],
+        )?);
+        if let Some(s) = &batch.spout {
+            args.push(Literal::from_slice(&[bsz, cfg.spout_width], s)?);
+        }
+        let (logits, cache) = self.call(&self.prefill[&key], None, &args)?;
+
+        // Which cache slots hold real keys: the spout, the prompt's real tokens.
+        let m = slots as usize;
+        let mut key_valid = vec![0i32; batch.batch * m];
+        let mut next_pos = vec![0i32; batch.batch];
+        for r in 0..batch.batch {
+            if past > 0 {
+                key_valid[r * m] = 1;
+            }
+            for t in 0..batch.len {
+                key_valid[r * m + past as usize + t] = batch.attention_mask[r * batch.len + t];
+            }
+            next_pos[r] =
+                (positions[r * batch.len + batch.len - 1] + 1).min(cfg.context as i32 - 1);
+        }
+        Ok(Prefilled {
+            cache,
+            logits,
+            key_valid,
+            next_pos,
+            slots,
+            first_slot: past + len,
+            steps: new,
+        })
+    }
+
+    /// The decode program for `bsz` rows and `slots` cache slots (`reorder`: with the
+    /// `parent` argument), compiled on first use.
+    pub(crate) fn decode_for(&mut self, bsz: i64, slots: i64, reorder: bool) -> Result<&Program> {
+        let key = (bsz, slots, reorder);
+        if !self.decode.contains_key(&key) {
+            let f = decode_function(&self.cfg, bsz, slots, reorder)?;
+            self.decode.insert(key, self.compile(f)?);
+        }
+        Ok(&self.decode[&key])
+    }
+
+    /// Generates up to `opts.max_new_tokens` per row. `on_token(row, id)` sees every
+    /// token as it is produced (for streaming).
+    pub fn generate(
+        &mut self,
+        batch: &HostBatch,
+        opts: &GenerateOptions,
+        keep_logits: bool,
+        mut on_token: impl FnMut(usize, u32),
+    ) -> Result<Generation> {
+        let cfg = self.cfg.clone();
+        let Prefilled {
+            mut cache,
+            mut logits,
+            mut key_valid,
+            mut next_pos,
+            slots,
+            first_slot,
+            steps: new,
+        } = self.run_prefill(batch, opts.max_new_tokens)?;
+        let bsz = batch.batch as i64;
+        let m = slots as usize;
+        let v = cfg.vocab_size as u32;
+        let (sep, not, eot) = (v - 5, v - 4, v - 1);
+        self.decode_for(bsz, slots, false)?;
+
+        let mut rng = Rng::new(opts.seed);
+        let mut tokens = vec![Vec::new(); batch.batch];
+        let mut done = vec![false; batch.batch];
+        let mut step_logits = Vec::new();
+        for step in 0..new {
+            let flat = logits.to_vec::<f32>()?;
+            let rows: Vec<&[f32]> = flat.chunks(v as usize).collect();
+            if keep_logits {
+                step_logits.push(rows.iter().map(|r| r.to_vec()).collect());
+            }
+            let mut next = vec![0i32; batch.batch];
+            for r in 0..batch.batch {
+                let id = if done[r] {
+                    sep
+                } else {
+                    pick(rows[r], &opts.strategy, &[sep, not], &mut rng)
+                };
+                if !done[r] {
+                    tokens[r].push(id);
+                    on_token(r, id);
+                    done[r] = opts.stop_at_eot && id == eot;
+                }
+                next[r] = id as i32;
+            }
+            if done.iter().all(|d| *d) || step + 1 == new {
+                break;
+            }
+            let cur = (first_slot + step) as usize;
+            for r in 0..batch.batch {
+                key_valid[r * m + cur] = 1;
+            }
+            let step_args = [
+                Literal::from_slice(&[bsz, 1], &next)?,
+                Literal::from_slice(&[bsz, 1], &next_pos)?,
+                Literal::from_slice(&[bsz, slots], &key_valid)?,
+                Literal::scalar(cur as i32),
+            ];
+            (logits, cache) = self.run_decode(bsz, slots, false, cache, &step_args)?;
+            for p in next_pos.iter_mut() {
+                *p = (*p + 1).min(cfg.context as i32 - 1);
+            }
+        }
+        Ok(Generation {
+            tokens,
+            step_logits,
+        })
+    }
+
+    /// Runs a decode program (compiled by [`Self::decode_for`]) on the cache and the
+    /// step's arguments; returns the next logits `[B, V]` and the new cache.
+    pub(crate) fn run_decode(
+        &self,
+        bsz: i64,
+        slots: i64,
+        reorder: bool,
+        cache: Vec<Buffer>,
+        step_args: &[Literal],
+    ) -> Result<(Literal, Vec<Buffer>)> {
+        let program = self
+            .decode
+            .get(&(bsz, slots, reorder))
+            .ok_or_else(|| anyhow!("the decode program for {bsz} rows was not compiled"))?;
+        self.call(program, Some(cache), step_args)
     }
 
     fn compile(&self, f: Function) -> Result<Program> {
@@ -168,124 +391,5 @@ impl<'d> Generator<'d> {
         }
         let logits = logits.ok_or_else(|| anyhow!("{name} ran on no device"))?;
         Ok((logits, new_cache))
-    }
-
-    /// Generates up to `opts.max_new_tokens` per row. `on_token(row, id)` sees every
-    /// token as it is produced (for streaming).
-    pub fn generate(
-        &mut self,
-        batch: &HostBatch,
-        opts: &GenerateOptions,
-        keep_logits: bool,
-        mut on_token: impl FnMut(usize, u32),
-    ) -> Result<Generation> {
-        let cfg = self.cfg.clone();
-        let width = if cfg.has_spout() { cfg.spout_width } else { 0 };
-        batch.validate(cfg.vocab_size, cfg.context, width)?;
-        let (bsz, len) = (batch.batch as i64, batch.len as i64);
-        let past = batch.spout.is_some() as i64;
-        let room = cfg.context - len - past;
-        if room <= 0 {
-            bail!(
-                "the prompt of {len} tokens leaves no room in the context of {}",
-                cfg.context
-            );
-        }
-        let new = (opts.max_new_tokens as i64).min(room);
-        let slots = past + len + new;
-        let v = cfg.vocab_size as u32;
-        let (sep, not, eot) = (v - 5, v - 4, v - 1);
-
-        let key = (bsz, len, batch.spout.is_some(), slots);
-        if !self.prefill.contains_key(&key) {
-            let f = prefill_program(&cfg, bsz, len, batch.spout.is_some(), slots)?;
-            self.prefill.insert(key, self.compile(f)?);
-        }
-        if !self.decode.contains_key(&(bsz, slots)) {
-            let f = decode_program(&cfg, bsz, slots)?;
-            self.decode.insert((bsz, slots), self.compile(f)?);
-        }
-
-        let positions = batch.positions(cfg.context, PositionRule::FirstToken);
-        let mut args: Vec<Literal> = Vec::new();
-        let dims = [bsz, len];
-        for rows in [
-            &batch.input_ids[..],
-            &positions[..],
-            &batch.attention_mask[..],
-            &batch.token_type_ids[..],
-        ] {
-            args.push(Literal::from_slice(&dims, rows)?);
-        }
-        args.push(Literal::from_slice(
-            &dims,
-            &vec![-100i32; (bsz * len) as usize],
-        )?);
-        if let Some(s) = &batch.spout {
-            args.push(Literal::from_slice(&[bsz, cfg.spout_width], s)?);
-        }
-        let (mut logits, mut cache) = self.call(&self.prefill[&key], None, &args)?;
-
-        // Which cache slots hold real keys: the spout, the prompt's real tokens.
-        let m = slots as usize;
-        let mut key_valid = vec![0i32; batch.batch * m];
-        let mut next_pos = vec![0i32; batch.batch];
-        for r in 0..batch.batch {
-            if past > 0 {
-                key_valid[r * m] = 1;
-            }
-            for t in 0..batch.len {
-                key_valid[r * m + past as usize + t] = batch.attention_mask[r * batch.len + t];
-            }
-            next_pos[r] =
-                (positions[r * batch.len + batch.len - 1] + 1).min(cfg.context as i32 - 1);
-        }
-
-        let mut rng = Rng::new(opts.seed);
-        let mut tokens = vec![Vec::new(); batch.batch];
-        let mut done = vec![false; batch.batch];
-        let mut step_logits = Vec::new();
-        for step in 0..new {
-            let flat = logits.to_vec::<f32>()?;
-            let rows: Vec<&[f32]> = flat.chunks(v as usize).collect();
-            if keep_logits {
-                step_logits.push(rows.iter().map(|r| r.to_vec()).collect());
-            }
-            let mut next = vec![0i32; batch.batch];
-            for r in 0..batch.batch {
-                let id = if done[r] {
-                    sep
-                } else {
-                    pick(rows[r], &opts.strategy, &[sep, not], &mut rng)
-                };
-                if !done[r] {
-                    tokens[r].push(id);
-                    on_token(r, id);
-                    done[r] = opts.stop_at_eot && id == eot;
-                }
-                next[r] = id as i32;
-            }
-            if done.iter().all(|d| *d) || step + 1 == new {
-                break;
-            }
-            let cur = (past + len + step) as usize;
-            for r in 0..batch.batch {
-                key_valid[r * m + cur] = 1;
-            }
-            let step_args = [
-                Literal::from_slice(&[bsz, 1], &next)?,
-                Literal::from_slice(&[bsz, 1], &next_pos)?,
-                Literal::from_slice(&[bsz, slots], &key_valid)?,
-                Literal::scalar(cur as i32),
-            ];
-            (logits, cache) = self.call(&self.decode[&(bsz, slots)], Some(cache), &step_args)?;
-            for p in next_pos.iter_mut() {
-                *p = (*p + 1).min(cfg.context as i32 - 1);
-            }
-        }
-        Ok(Generation {
-            tokens,
-            step_logits,
-        })
     }
 }

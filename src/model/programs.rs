@@ -159,3 +159,56 @@ pub fn on_mesh(mut f: Function, cfg: &ModelConfig, mesh: &Mesh) -> Function {
     f.mesh = Some(mesh.clone());
     f
 }
+
+/// What an inference program returns for a batch (no loss, no gradients).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InferOutput {
+    /// `logits [B, T, V]`.
+    Logits,
+    /// `vector [B, L*d]`: every layer's output x at the position given by the extra
+    /// argument `pos [B]` (s32), concatenated over layers (the original's vector; with ext
+    /// layers, the extra position embedding belongs to the next layer's input, not to the
+    /// vector).
+    Vector,
+}
+
+/// An inference forward program: the batch as in [`forward_args`] (no spout; labels are
+/// declared but unused), padding invisible and taking no expert slots, so that a
+/// right-padded row computes what it computes alone. [`InferOutput::Vector`] takes one
+/// more argument, `pos [B]`.
+pub fn infer_program(
+    cfg: &ModelConfig,
+    what: InferOutput,
+    batch: i64,
+    len: i64,
+) -> Result<Function> {
+    let b = Builder::new(match what {
+        InferOutput::Logits => "logits",
+        InferOutput::Vector => "vector",
+    });
+    let params = Params::declare(&b, &param_specs(cfg), DType::F32);
+    let (mut inputs, _labels) = declare_batch(&b, cfg, batch, len, false);
+    inputs.pads_take_capacity = false;
+    let out = forward(cfg, &params, &inputs, false, None);
+    let f = match what {
+        InferOutput::Logits => b.build_named(&[("logits", &out.logits)])?,
+        InferOutput::Vector => {
+            let pos = b.parameter("pos", Shape::new(DType::S32, vec![batch]));
+            let vector = vector_at(&out.block_outputs, &pos, len);
+            b.build_named(&[("vector", &vector)])?
+        }
+    };
+    Ok(f)
+}
+
+/// `[B, L*d]`: row b of every `[B, T, d]` layer output at position `pos[b]`, concatenated.
+fn vector_at(layers: &[Tensor], pos: &Tensor, len: i64) -> Tensor {
+    let bld = pos.builder().clone();
+    let all = bld.concatenate(layers, 2);
+    let (batch, width) = (all.dims()[0], all.dims()[2]);
+    let rows = bld
+        .iota(&Shape::new(DType::S32, vec![batch]), 0)
+        .mul(&bld.scalar(len as f64, DType::S32))
+        .add(pos);
+    all.reshape(&[batch * len, width]).take_rows(&rows)
+}

@@ -11,3 +11,33 @@ pub fn shared() -> PathBuf {
 pub fn hf_tiny() -> PathBuf {
     shared().join("fixtures/hf-tiny")
 }
+
+/// Runs the `gptsan` binary with `args`; returns (success, stdout, stderr).
+pub fn gptsan(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gptsan"))
+        .args(args)
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .output()
+        .expect("the gptsan binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Asserts that `gptsan args` fails with one line on stderr containing `needle`, no panic.
+pub fn fails_with(args: &[&str], needle: &str) {
+    let (ok, _, err) = gptsan(args);
+    assert!(!ok, "gptsan {args:?} should fail");
+    assert!(!err.contains("panicked"), "gptsan {args:?} panicked: {err}");
+    assert_eq!(
+        err.trim().lines().count(),
+        1,
+        "gptsan {args:?} printed more than one line:\n{err}"
+    );
+    assert!(
+        err.contains(needle),
+        "gptsan {args:?}: expected {needle:?} in {err}"
+    );
+}
