@@ -2,28 +2,9 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
+use common::fails_with;
 
-fn fails_with(args: &[&str], needle: &str) {
-    let out = Command::new(env!("CARGO_BIN_EXE_gptsan"))
-        .args(args)
-        .env("TF_CPP_MIN_LOG_LEVEL", "2")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "gptsan {args:?} should fail");
-    assert!(!err.contains("panicked"), "gptsan {args:?} panicked: {err}");
-    assert_eq!(
-        err.trim().lines().count(),
-        1,
-        "gptsan {args:?} printed more than one line:\n{err}"
-    );
-    assert!(
-        err.contains(needle),
-        "gptsan {args:?}: expected {needle:?} in {err}"
-    );
-}
+use std::path::Path;
 
 fn copy_fixture(dir: &Path) {
     for f in ["config.json", "model.safetensors"] {

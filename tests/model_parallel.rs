@@ -2,6 +2,9 @@
 //! `gptsan train`): every mesh trains exactly like one device, and a collective that never
 //! completes ends the run with one clear line and an intact checkpoint.
 
+mod common;
+
+use common::losses;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -21,17 +24,6 @@ fn run_ok(args: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-fn losses(run: &Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
-        })
-        .collect()
 }
 
 /// `gptsan train --steps 10` with the default config on `mesh` (None: one device).

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::losses;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -68,17 +70,6 @@ fn run_err(args: &[&str]) -> String {
         "gptsan {args:?} panicked:\n{err}"
     );
     err
-}
-
-fn losses(run: &Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
-        })
-        .collect()
 }
 
 #[test]

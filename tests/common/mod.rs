@@ -41,3 +41,15 @@ pub fn fails_with(args: &[&str], needle: &str) {
         "gptsan {args:?}: expected {needle:?} in {err}"
     );
 }
+
+/// The `(step, loss)` lines of a training run's metrics.jsonl.
+pub fn losses(run: &std::path::Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .expect("the run has metrics.jsonl")
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON metrics line");
+            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
+        })
+        .collect()
+}
