@@ -261,10 +261,10 @@ pub fn run(args: Args) -> Result<()> {
     let wanted = args.devices.or(mesh.as_ref().map(|m| m.device_count()));
     let device = Device::open(args.plugin.as_deref(), wanted)?;
     if let Some(m) = &mesh {
-        check_mesh(m, device.device_count(), &cfg, 1)?;
         if m.axis_size("data").unwrap_or(1) > 1 {
             bail!("--mesh {m}: generation splits the model only; use model=N");
         }
+        check_mesh(m, device.device_count(), &cfg, 1)?;
     }
     let mut generator = Generator::on_mesh(&device, &cfg, &params, mesh)?;
     let out = Output {
