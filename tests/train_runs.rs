@@ -236,3 +236,33 @@ fn adafactor_and_class_conditioned_spout_runs_train() {
     let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
     assert!(!v["ids"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn resume_skips_a_damaged_newest_checkpoint_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), CONFIG);
+    let cfg = cfg.to_str().unwrap();
+    let run = dir.path().join("run");
+    let run_s = run.to_str().unwrap();
+    // The config checkpoints every 3 steps: step 3 and step 6.
+    run_ok(&[
+        "train", "--config", cfg, "--out", run_s, "--steps", "6", "--quiet",
+    ]);
+    let reference = losses(&run);
+    // Cut the newest checkpoint's model short, as a disk error would.
+    let model = run.join("checkpoints/step-0000006/model.safetensors");
+    let bytes = std::fs::read(&model).unwrap();
+    std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
+
+    let out = run_ok(&[
+        "train", "--config", cfg, "--out", run_s, "--steps", "6", "--resume", "--quiet",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("step-0000006 is damaged"), "{err}");
+    assert!(err.contains("(step 3)"), "{err}");
+    assert_eq!(
+        losses(&run),
+        reference,
+        "steps 4-6 retrained from step 3 differ"
+    );
+}

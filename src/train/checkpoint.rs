@@ -38,6 +38,15 @@ pub fn resolve_model_dir(dir: &Path) -> Result<PathBuf> {
     if !root.is_dir() {
         return Ok(dir.to_path_buf());
     }
+    match complete_checkpoints(dir)?.pop() {
+        Some(newest) => Ok(newest),
+        None => bail!("{} holds no complete checkpoint", root.display()),
+    }
+}
+
+/// The complete checkpoint folders of a run, oldest first.
+fn complete_checkpoints(run_dir: &Path) -> Result<Vec<PathBuf>> {
+    let root = run_dir.join(CHECKPOINTS);
     let mut steps: Vec<PathBuf> = std::fs::read_dir(&root)
         .with_context(|| format!("cannot list {}", root.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -50,10 +59,50 @@ pub fn resolve_model_dir(dir: &Path) -> Result<PathBuf> {
         })
         .collect();
     steps.sort();
-    match steps.pop() {
-        Some(newest) => Ok(newest),
-        None => bail!("{} holds no complete checkpoint", root.display()),
+    Ok(steps)
+}
+
+/// A checkpoint read back: its folder, parameters, optimizer state and trainer state.
+pub struct Restored {
+    pub dir: PathBuf,
+    pub params: Vec<Literal>,
+    pub optimizer: std::collections::BTreeMap<String, Literal>,
+    pub state: TrainerState,
+}
+
+/// The newest checkpoint of a run that reads back whole. A damaged newer one (a disk
+/// error, a file cut short by hand) is reported and skipped, never silently used.
+pub fn restore_newest_intact(run_dir: &Path) -> Result<Restored> {
+    let candidates = complete_checkpoints(run_dir)?;
+    if candidates.is_empty() {
+        bail!(
+            "{} holds no complete checkpoint to resume from",
+            run_dir.join(CHECKPOINTS).display()
+        );
     }
+    for dir in candidates.iter().rev() {
+        let read = || -> Result<Restored> {
+            let (_, params) = crate::model::checkpoint::load_model_dir(dir)?;
+            let (optimizer, state) = load_training_state(dir)?;
+            Ok(Restored {
+                dir: dir.clone(),
+                params,
+                optimizer,
+                state,
+            })
+        };
+        match read() {
+            Ok(r) => return Ok(r),
+            Err(e) => eprintln!(
+                "warning: checkpoint {} is damaged ({e:#}); trying the one before it",
+                dir.display()
+            ),
+        }
+    }
+    bail!(
+        "no checkpoint in {} reads back whole (each is reported above)",
+        run_dir.join(CHECKPOINTS).display()
+    )
 }
 
 /// Writes a checkpoint and points `latest` at it; keeps the `keep` newest ones.

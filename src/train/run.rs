@@ -9,7 +9,6 @@ use crate::data::{pack_lm, shuffled_order, Example, PackTokens};
 use crate::device::Device;
 use crate::generate::sampling::{Rng, Strategy};
 use crate::generate::{GenerateOptions, Generator};
-use crate::model::checkpoint::load_model_dir;
 use crate::model::inputs::HostBatch;
 use crate::model::params::{param_specs, Init, ParamSpec};
 use crate::model::ModelConfig;
@@ -261,11 +260,9 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     // Parameters and optimizer state: fresh, or from the latest checkpoint.
     let specs = param_specs(&cfg);
     let (mut params, opt_state, mut tstate) = if opts.resume {
-        let dir = checkpoint::resolve_model_dir(&opts.out)?;
-        let (_, params) = load_model_dir(&dir)?;
-        let (opt, state) = checkpoint::load_training_state(&dir)?;
-        eprintln!("resuming from {} (step {})", dir.display(), state.step);
-        (params, Some(opt), state)
+        let r = checkpoint::restore_newest_intact(&opts.out)?;
+        eprintln!("resuming from {} (step {})", r.dir.display(), r.state.step);
+        (r.params, Some(r.optimizer), r.state)
     } else {
         let seed_state = TrainerState {
             step: 0,
