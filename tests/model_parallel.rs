@@ -4,27 +4,8 @@
 
 mod common;
 
-use common::losses;
+use common::{gptsan_command as gptsan, losses, run_ok};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn gptsan(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_gptsan"));
-    c.args(args)
-        .env("TF_CPP_MIN_LOG_LEVEL", "2")
-        .env_remove("GPTSAN_COLLECTIVE_TIMEOUT");
-    c
-}
-
-fn run_ok(args: &[&str]) -> Output {
-    let out = gptsan(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "gptsan {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 /// `gptsan train --steps 10` with the default config on `mesh` (None: one device).
 fn train_default(out: &Path, mesh: Option<(&str, &str)>) -> Vec<(u64, f64)> {

@@ -3,10 +3,9 @@
 
 mod common;
 
-use common::losses;
+use common::{gptsan_command as gptsan, losses, run_ok};
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 /// A model small enough for tests; the vocabulary is the built-in one.
 const CONFIG: &str = r#"
@@ -43,22 +42,6 @@ fn write_config_as(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p
-}
-
-fn gptsan(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_gptsan"));
-    c.args(args).env("TF_CPP_MIN_LOG_LEVEL", "2");
-    c
-}
-
-fn run_ok(args: &[&str]) -> Output {
-    let out = gptsan(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "gptsan {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn run_err(args: &[&str]) -> String {

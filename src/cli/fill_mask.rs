@@ -4,7 +4,6 @@
 use super::batch_input::{
     check_tokenizer, decode_text, read_jsonl, resolve, write_jsonl, IdList, TextOrIds,
 };
-use super::generate::tokenizer_for;
 use crate::device::Device;
 use crate::infer::fill_mask::{check_ids, fill_mask, text_ids, Filled, MASK_TEXT};
 use crate::infer::Runner;
@@ -38,13 +37,8 @@ pub struct Args {
     /// Inputs per forward pass with `--input`.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
-    /// Vocabulary (default: the model folder's, else the built-in one).
-    #[arg(long)]
-    pub vocab: Option<PathBuf>,
-    #[arg(long)]
-    pub emoji: Option<PathBuf>,
-    #[arg(long)]
-    pub plugin: Option<String>,
+    #[command(flatten)]
+    pub run: super::model_args::ModelRunArgs,
 }
 
 /// The ids of one input, checked for something to fill.
@@ -87,7 +81,7 @@ fn print_human(f: &Filled, tok: &Tokenizer, cfg: &ModelConfig) {
 
 pub fn run(args: Args) -> Result<()> {
     let (cfg, params) = load_model_dir(&args.model)?;
-    let tok = tokenizer_for(&args.model, args.vocab.as_deref(), args.emoji.as_deref())?;
+    let tok = args.run.tokenizer(&args.model)?;
     let inputs: Vec<Vec<u32>> = match &args.input {
         Some(path) => read_jsonl::<TextOrIds>(path)?
             .into_iter()
@@ -110,7 +104,7 @@ pub fn run(args: Args) -> Result<()> {
             vec![check_range(&ids, &cfg)?]
         }
     };
-    let device = Device::open(args.plugin.as_deref(), None)?;
+    let device = Device::open(args.run.plugin.as_deref(), None)?;
     let mut runner = Runner::new(&device, &cfg, &params)?;
     let results = fill_mask(&mut runner, &inputs, args.batch_size)?;
     if let Some(out) = &args.output {

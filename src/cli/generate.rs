@@ -12,7 +12,7 @@ use crate::tokenizer::Tokenizer;
 use crate::train::run::{check_mesh, parse_mesh};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -67,13 +67,8 @@ pub struct Args {
     /// Print the generated ids (and text) as JSON lines instead of streaming text.
     #[arg(long)]
     pub json: bool,
-    /// Vocabulary (default: the model folder's, else the built-in one).
-    #[arg(long)]
-    pub vocab: Option<PathBuf>,
-    #[arg(long)]
-    pub emoji: Option<PathBuf>,
-    #[arg(long)]
-    pub plugin: Option<String>,
+    #[command(flatten)]
+    pub run: super::model_args::ModelRunArgs,
     /// Run over a device mesh, e.g. model=2 (experts and heads split over devices); the
     /// tokens equal one device's.
     #[arg(long)]
@@ -81,24 +76,6 @@ pub struct Args {
     /// Number of (CPU) devices to open (default: the mesh's size).
     #[arg(long)]
     pub devices: Option<i64>,
-}
-
-/// The tokenizer that goes with a model: explicit files, the model folder's, or built in.
-pub fn tokenizer_for(
-    model: &Path,
-    vocab: Option<&Path>,
-    emoji: Option<&Path>,
-) -> Result<Tokenizer> {
-    if let Some(v) = vocab {
-        let e = emoji
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| v.with_file_name("emoji.json"));
-        return Tokenizer::from_files(v, &e);
-    }
-    if model.join("vocab.txt").is_file() {
-        return Tokenizer::from_dir(model);
-    }
-    Ok(Tokenizer::builtin().clone())
 }
 
 /// Reads a spout vector of `width` values.
@@ -253,13 +230,13 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--beam-width must be at least 1");
     }
     let (cfg, params) = load_model_dir(&args.model)?;
-    let tok = tokenizer_for(&args.model, args.vocab.as_deref(), args.emoji.as_deref())?;
+    let tok = args.run.tokenizer(&args.model)?;
     let mut rng = Rng::new(args.seed);
     let spout = spout_vector(&args, cfg.spout_width, &mut rng)?;
     let prompts = prompt_batches(&args, &tok, &cfg, &spout)?;
     let mesh = args.mesh.as_deref().map(parse_mesh).transpose()?;
     let wanted = args.devices.or(mesh.as_ref().map(|m| m.device_count()));
-    let device = Device::open(args.plugin.as_deref(), wanted)?;
+    let device = Device::open(args.run.plugin.as_deref(), wanted)?;
     if let Some(m) = &mesh {
         if m.axis_size("data").unwrap_or(1) > 1 {
             bail!("--mesh {m}: generation splits the model only; use model=N");

@@ -11,6 +11,7 @@ pub mod export;
 pub mod fill_mask;
 pub mod forward;
 pub mod generate;
+pub mod model_args;
 pub mod params;
 pub mod tokenize;
 pub mod train;

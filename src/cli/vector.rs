@@ -3,7 +3,6 @@
 //! safetensors file.
 
 use super::batch_input::{check_tokenizer, read_jsonl, resolve, IdList, TextOrIds};
-use super::generate::tokenizer_for;
 use crate::device::Device;
 use crate::infer::fill_mask::encode_with_masks;
 use crate::infer::vector::{resolve_pos, vectors};
@@ -45,13 +44,8 @@ pub struct Args {
     /// Inputs per forward pass with `--input`.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
-    /// Vocabulary (default: the model folder's, else the built-in one).
-    #[arg(long)]
-    pub vocab: Option<PathBuf>,
-    #[arg(long)]
-    pub emoji: Option<PathBuf>,
-    #[arg(long)]
-    pub plugin: Option<String>,
+    #[command(flatten)]
+    pub run: super::model_args::ModelRunArgs,
 }
 
 /// One input as a row and the position to read, checked.
@@ -100,7 +94,7 @@ fn write_batch(path: &std::path::Path, rows: &[(Row, usize)], vecs: &[Vec<f32>])
 
 pub fn run(args: Args) -> Result<()> {
     let (cfg, params) = load_model_dir(&args.model)?;
-    let tok = tokenizer_for(&args.model, args.vocab.as_deref(), args.emoji.as_deref())?;
+    let tok = args.run.tokenizer(&args.model)?;
     let rows: Vec<(Row, usize)> = match &args.input {
         Some(path) => read_jsonl::<TextOrIds>(path)?
             .into_iter()
@@ -118,7 +112,7 @@ pub fn run(args: Args) -> Result<()> {
             args.pos,
         )?],
     };
-    let device = Device::open(args.plugin.as_deref(), None)?;
+    let device = Device::open(args.run.plugin.as_deref(), None)?;
     let mut runner = Runner::new(&device, &cfg, &params)?;
     let vecs = vectors(&mut runner, &rows, args.batch_size)?;
     if let Some(out) = &args.output {

@@ -53,3 +53,26 @@ pub fn losses(run: &std::path::Path) -> Vec<(u64, f64)> {
         })
         .collect()
 }
+
+/// A `gptsan` command with quiet plugin logs and no watchdog override from the caller's
+/// environment.
+pub fn gptsan_command(args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_gptsan"));
+    c.args(args)
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .env_remove("GPTSAN_COLLECTIVE_TIMEOUT");
+    c
+}
+
+/// Runs `gptsan args`, asserting success (stderr shown on failure).
+pub fn run_ok(args: &[&str]) -> std::process::Output {
+    let out = gptsan_command(args)
+        .output()
+        .expect("the gptsan binary runs");
+    assert!(
+        out.status.success(),
+        "gptsan {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
