@@ -117,6 +117,30 @@ fn dispatch_local(dispatch: &Tensor, xg: &Tensor, w: &SwitchWeights) -> Tensor {
     )
 }
 
+/// Each token through its own expert, with that expert's weights gathered: `x [N, d]`,
+/// `expert [B, T]` s32 (N = B*T), `kept [N]` (1: the token got a slot) -> `[N, d]`, zero
+/// for dropped tokens. The same values as the one-hot dispatch, but a decode step reads
+/// one expert's weights per token instead of every expert's (it is bandwidth bound).
+fn chosen_experts(x: &Tensor, expert: &Tensor, kept: &Tensor, w: &SwitchWeights) -> Tensor {
+    let n = x.dims()[0];
+    let expert = expert.reshape(&[n]);
+    let wi = w.wi.take_rows(&expert).convert(x.dtype()); // [N, f, d]
+    let wo = w.wo.take_rows(&expert).convert(x.dtype()); // [N, d, f]
+    let per_token = |lhs: &Tensor, rhs: &Tensor| {
+        lhs.dot_general(
+            rhs,
+            DotDims {
+                lhs_batch: vec![0],
+                rhs_batch: vec![0],
+                lhs_contracting: vec![1],
+                rhs_contracting: vec![2],
+            },
+        )
+    };
+    let hidden = per_token(x, &wi).relu(); // [N, f]
+    per_token(&hidden, &wo).mul(&kept.convert(x.dtype()).expand_dim(-1))
+}
+
 /// The mesh to run expert parallelism on: one with a `model` axis of size M > 1 that
 /// divides the tokens of a group and the experts.
 fn expert_parallel_mesh(x: &Tensor, group_len: i64, experts: i64) -> Option<Mesh> {
@@ -245,6 +269,12 @@ pub fn switch_ffn(
     let xg = x.reshape(&[groups, n, d]);
     let combined = match expert_parallel_mesh(x, n, e) {
         Some(m) => dispatch_all_to_all(&dispatch, &xg, w, &m),
+        // Fewer tokens than experts (decoding): read only the chosen experts' weights.
+        None if x.builder().mesh().is_none() && batch * seq < e => {
+            let kept_tokens = kept_mask.reduce_sum(&[-1]).reshape(&[batch * seq]);
+            chosen_experts(&x.reshape(&[batch * seq, d]), &expert, &kept_tokens, w)
+                .reshape(&[groups, n, d])
+        }
         None => dispatch_local(&dispatch, &xg, w),
     }; // [G, N, d]
     let combined = combined.reshape(&[batch, seq, d]);
@@ -274,5 +304,92 @@ pub fn switch_ffn(
         expert,
         kept: kept.convert(DType::S32),
         balance_loss,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::RouterConfig;
+    use hlo::{Builder, Literal};
+
+    const D: i64 = 4;
+    const E: i64 = 4;
+    const F: i64 = 6;
+
+    /// Switch outputs `[B, T, d]` and `kept` for `x` (plus `pad` routed-out tokens).
+    fn run(cfg: &RouterConfig, x: &[f32], tokens: i64, pad: i64) -> (Vec<f32>, Vec<i32>) {
+        let b = Builder::new("switch");
+        let t = tokens + pad;
+        let xs = b.parameter("x", Shape::new(DType::F32, vec![1, t, D]));
+        let router = b.parameter("router", Shape::new(DType::F32, vec![E, D]));
+        let wi = b.parameter("wi", Shape::new(DType::F32, vec![E, F, D]));
+        let wo = b.parameter("wo", Shape::new(DType::F32, vec![E, D, F]));
+        let routed = b
+            .iota(&Shape::new(DType::S32, vec![1, t]), 1)
+            .lt(&b.scalar(tokens as f64, DType::S32));
+        let w = SwitchWeights {
+            router: &router,
+            wi: &wi,
+            wo: &wo,
+        };
+        let out = switch_ffn(&xs, &w, cfg, false, None, Some(&routed));
+        let f = b.build(&[&out.out, &out.kept]).unwrap();
+        let vals = |n: i64, k: f32| {
+            (0..n)
+                .map(|i| ((i as f32 * 0.37 + k).sin()))
+                .collect::<Vec<f32>>()
+        };
+        let mut xv = x.to_vec();
+        xv.resize((t * D) as usize, 0.5);
+        let args = [
+            Literal::from_slice(&[1, t, D], &xv).unwrap(),
+            Literal::from_slice(&[E, D], &vals(E * D, 0.1)).unwrap(),
+            Literal::from_slice(&[E, F, D], &vals(E * F * D, 0.2)).unwrap(),
+            Literal::from_slice(&[E, D, F], &vals(E * D * F, 0.3)).unwrap(),
+        ];
+        let r = hlo::interpret::evaluate(&f, &args).unwrap();
+        let out = r[0].to_vec::<f32>().unwrap()[..(tokens * D) as usize].to_vec();
+        let kept = r[1].to_vec::<i32>().unwrap()[..tokens as usize].to_vec();
+        (out, kept)
+    }
+
+    /// Fewer tokens than experts take the gather path; the same tokens padded to more
+    /// (padding routed out, so it takes no slot) take the one-hot path: both agree,
+    /// dropped tokens included.
+    #[test]
+    fn chosen_experts_equal_the_one_hot_dispatch() {
+        // Three similar tokens: they pick the same expert, so a capacity of 1 drops two.
+        let x: Vec<f32> = (0..3 * D)
+            .map(|i| ((i % D) as f32 * 0.91).cos() + 0.01 * (i / D) as f32)
+            .collect();
+        for (semantics, capacity) in [
+            (RoutingSemantics::Hf, 1),
+            (RoutingSemantics::Hf, 8),
+            (RoutingSemantics::Original, 0),
+        ] {
+            let cfg = RouterConfig {
+                semantics,
+                expert_capacity: capacity,
+                min_capacity: 1,
+                capacity_factor_eval: 0.5,
+                ..RouterConfig::default()
+            };
+            let (gathered, kept_g) = run(&cfg, &x, 3, 0);
+            let (one_hot, kept_o) = run(&cfg, &x, 3, 5);
+            assert_eq!(kept_g, kept_o, "{semantics:?} {capacity}");
+            if capacity == 1 {
+                assert!(
+                    kept_g.contains(&0),
+                    "the capacity edge drops a token: {kept_g:?}"
+                );
+            }
+            for (a, b) in gathered.iter().zip(&one_hot) {
+                assert!(
+                    (a - b).abs() <= 1e-6,
+                    "{semantics:?} {capacity}: {a} vs {b}"
+                );
+            }
+        }
     }
 }
