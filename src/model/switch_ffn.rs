@@ -337,7 +337,7 @@ mod tests {
         let f = b.build(&[&out.out, &out.kept]).unwrap();
         let vals = |n: i64, k: f32| {
             (0..n)
-                .map(|i| ((i as f32 * 0.37 + k).sin()))
+                .map(|i| (i as f32 * 0.37 + k).sin())
                 .collect::<Vec<f32>>()
         };
         let mut xv = x.to_vec();
