@@ -341,6 +341,41 @@ mod tests {
             .all(|&x| x == sp.not as i32));
     }
 
+    /// Hand-written: SEP for 。 in inputs only, ねねね as ね + BAG, a line that does not
+    /// fit starts the next window, and a line longer than a window is cut.
+    #[test]
+    fn hand_written_lm_windows() {
+        let tok = Tokenizer::builtin();
+        let sp = tok.special();
+        let id = |s: &str| tok.token_to_id(s).unwrap() as i32;
+        let (neko, maru, ne, inu, mo) = (id("猫"), id("。"), id("ね"), id("犬"), id("も"));
+        let (sot, seg, eot, not) = (sp.sot as i32, sp.seg as i32, sp.eot as i32, sp.not as i32);
+        let (sep, bag, ig) = (sp.sep as i32, sp.bag as i32, IGNORE);
+        let (l, t) = lines(&["猫。ねねね", "犬も。"], Mode::Lm);
+        let ex = document_examples(&l, 0, &spec(Mode::Lm, 8, 0.0), tok, &t, &mut Rng::new(1));
+        assert_eq!(ex.len(), 2);
+        assert_eq!(
+            ex[0].input_ids,
+            vec![sot, seg, neko, sep, ne, bag, eot, not]
+        );
+        assert_eq!(ex[0].labels, vec![ig, neko, maru, ne, bag, eot, ig, ig]);
+        assert_eq!(ex[1].input_ids, vec![sot, seg, inu, mo, sep, eot, not, not]);
+        assert_eq!(ex[1].labels, vec![ig, inu, mo, maru, eot, ig, ig, ig]);
+        // With room for both lines they share a window, joined by <BR>.
+        let ex = document_examples(&l, 0, &spec(Mode::Lm, 11, 0.0), tok, &t, &mut Rng::new(1));
+        let br = t.br as i32;
+        assert_eq!(
+            ex[0].input_ids,
+            vec![sot, seg, neko, sep, ne, bag, br, inu, mo, sep, eot]
+        );
+        // One line of 7 tokens in windows of 4: cut after ね BAG, then 犬も。.
+        let (l, t) = lines(&["猫。ねねね犬も。"], Mode::Lm);
+        let ex = document_examples(&l, 0, &spec(Mode::Lm, 7, 0.0), tok, &t, &mut Rng::new(1));
+        assert_eq!(ex.len(), 2);
+        assert_eq!(ex[0].input_ids, vec![sot, seg, neko, sep, ne, bag, eot]);
+        assert_eq!(ex[1].input_ids, vec![sot, seg, inu, mo, sep, eot, not]);
+    }
+
     #[test]
     fn long_documents_are_split_into_windows_without_loss() {
         let tok = Tokenizer::builtin();
