@@ -1,9 +1,9 @@
 //! `gptsan data prepare`: input files -> examples (SPEC section 5) -> shards + manifest.
 //!
-//! Files are read one after the other; the lines of a file are encoded in parallel and its
-//! documents cut into examples in parallel (rayon), each document with its own random
-//! stream derived from the seed and its place, so the output is the same for a seed
-//! whatever the number of threads.
+//! Files are read in groups of about 32 MB; the files of a group are read in parallel,
+//! their lines encoded in parallel and their documents cut into examples in parallel
+//! (rayon), each document with its own random stream derived from the seed and its place,
+//! so the output is the same for a seed whatever the number of threads.
 //!
 //! Atomic: everything is written into `<out>.partial` (each shard itself under a temporary
 //! name, then renamed), the manifest last, and the folder is renamed to `<out>` at the end.
@@ -123,23 +123,22 @@ fn write_all(
         seq_len: opts.seq_len,
         hybrid_rate: opts.hybrid_rate,
     };
-    let total: u64 = files
-        .iter()
-        .map(|f| std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0))
-        .sum();
+    let total: u64 = files.iter().map(|f| file_size(&f.path)).sum();
     let bar = progress_bar(opts.progress, total);
     let mut shards = ShardWriter::new(dir, opts.seq_len, opts.shard_examples);
     let mut stats = Stats {
         not: tok.special().not as i32,
         ..Stats::default()
     };
-    for (index, file) in files.iter().enumerate() {
-        let examples = file_examples(file, index, &spec, opts.seed, tok, rules)?;
-        for e in &examples {
-            stats.add(e, &file.path);
+    for group in file_groups(files) {
+        let per_file = group_examples(files, group.clone(), &spec, opts.seed, tok, rules)?;
+        for (file, examples) in files[group].iter().zip(per_file) {
+            for e in &examples {
+                stats.add(e, &file.path);
+            }
+            shards.push(examples)?;
+            bar.inc(file_size(&file.path));
         }
-        shards.push(examples)?;
-        bar.inc(std::fs::metadata(&file.path).map(|m| m.len()).unwrap_or(0));
     }
     let shard_index = shards.finish()?;
     bar.finish_and_clear();
@@ -173,41 +172,81 @@ fn write_all(
     Ok(manifest)
 }
 
-/// The examples of one file, documents in order.
-fn file_examples(
-    file: &InputFile,
-    file_index: usize,
+/// Files are read and encoded in groups of about this many bytes: many small files keep
+/// every core busy, and memory stays bounded by the group (or by one large file).
+const GROUP_BYTES: u64 = 32 << 20;
+
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Consecutive ranges of files of about [`GROUP_BYTES`] each (at least one file).
+fn file_groups(files: &[InputFile]) -> Vec<std::ops::Range<usize>> {
+    let mut groups = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, f) in files.iter().enumerate() {
+        bytes += file_size(&f.path);
+        if bytes >= GROUP_BYTES {
+            groups.push(start..i + 1);
+            (start, bytes) = (i + 1, 0);
+        }
+    }
+    if start < files.len() {
+        groups.push(start..files.len());
+    }
+    groups
+}
+
+/// The examples of each file of a group (documents in order): files read in parallel,
+/// then all their lines encoded in parallel, then all their documents cut in parallel.
+fn group_examples(
+    files: &[InputFile],
+    group: std::ops::Range<usize>,
     spec: &WindowSpec,
     seed: u64,
     tok: &Tokenizer,
     rules: &RuleTokens,
-) -> Result<Vec<Example>> {
-    let docs = read_documents(&file.path)?;
-    let flat: Vec<(usize, String)> = docs
+) -> Result<Vec<Vec<Example>>> {
+    let docs: Vec<Vec<Vec<String>>> = files[group.clone()]
+        .par_iter()
+        .map(|f| read_documents(&f.path))
+        .collect::<Result<_>>()?;
+    // (file in group, document) of every line, in order.
+    let flat: Vec<((usize, usize), String)> = docs
         .into_iter()
         .enumerate()
-        .flat_map(|(d, lines)| lines.into_iter().map(move |l| (d, l)))
-        .collect();
-    let encoded: Vec<(usize, EncodedLine)> = flat
-        .into_par_iter()
-        .map(|(d, l)| (d, encode_line(l, spec.mode, tok, rules)))
-        .collect();
-    let mut by_doc: Vec<Vec<EncodedLine>> = Vec::new();
-    for (d, line) in encoded {
-        if by_doc.len() <= d {
-            by_doc.resize_with(d + 1, Vec::new);
-        }
-        by_doc[d].push(line);
-    }
-    let per_doc: Vec<Vec<Example>> = by_doc
-        .par_iter()
-        .enumerate()
-        .map(|(d, lines)| {
-            let mut rng = document_rng(seed, file_index, d);
-            document_examples(lines, file.class_id, spec, tok, rules, &mut rng)
+        .flat_map(|(f, file_docs)| {
+            file_docs
+                .into_iter()
+                .enumerate()
+                .flat_map(move |(d, lines)| lines.into_iter().map(move |l| ((f, d), l)))
         })
         .collect();
-    Ok(per_doc.into_iter().flatten().collect())
+    let encoded: Vec<((usize, usize), EncodedLine)> = flat
+        .into_par_iter()
+        .map(|(key, l)| (key, encode_line(l, spec.mode, tok, rules)))
+        .collect();
+    let mut by_doc: Vec<((usize, usize), Vec<EncodedLine>)> = Vec::new();
+    for (key, line) in encoded {
+        match by_doc.last_mut() {
+            Some((k, lines)) if *k == key => lines.push(line),
+            _ => by_doc.push((key, vec![line])),
+        }
+    }
+    let per_doc: Vec<(usize, Vec<Example>)> = by_doc
+        .par_iter()
+        .map(|&((f, d), ref lines)| {
+            let file = &files[group.start + f];
+            let mut rng = document_rng(seed, group.start + f, d);
+            let ex = document_examples(lines, file.class_id, spec, tok, rules, &mut rng);
+            (f, ex)
+        })
+        .collect();
+    let mut out: Vec<Vec<Example>> = vec![Vec::new(); group.len()];
+    for (f, ex) in per_doc {
+        out[f].extend(ex);
+    }
+    Ok(out)
 }
 
 /// The random stream of one document: depends on the seed and the document's place only.
