@@ -274,7 +274,9 @@ impl Doc<'_> {
     /// tokens, with that encoding; (0, empty) when not even one character fits.
     fn longest_fit(&self, text: &str, free: usize, kind: Kind) -> (usize, LmPart) {
         let mut ends: Vec<usize> = text.char_indices().map(|(i, c)| i + c.len_utf8()).collect();
-        // A character is at least... nothing less than a quarter token: bound the search.
+        // Vocabulary entries hold at most 3 characters, so more than 4 per token rarely fit
+        // (only cleaned placeholders such as <URL> do): this bound keeps the search short
+        // and at worst leaves a window a little less full.
         ends.truncate(4 * free + 4);
         let (mut lo, mut hi) = (0usize, ends.len());
         let mut best = (0, LmPart::default());
