@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 pub mod batch_input;
 pub mod bench;
 pub mod bench_model;
+pub mod data;
 pub mod devices;
 pub mod export;
 pub mod fill_mask;
@@ -48,6 +49,9 @@ pub enum Command {
     FillMask(fill_mask::Args),
     /// Every layer's output at one token position, concatenated (the original's vector).
     Vector(vector::Args),
+    /// Prepare training data (lm, mlm, hybrid; classes) as token shards, or inspect it.
+    #[command(subcommand)]
+    Data(data::Command),
     /// Train a model (default: configs/tiny.toml on the built-in corpus), then print samples.
     Train(train::Args),
     /// Export the StableHLO text and executables of every program, with a manifest.
@@ -70,6 +74,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Vector(args) => vector::run(args),
         Command::Export(args) => export::run(args),
         Command::Params(args) => params::run(args),
+        Command::Data(cmd) => data::run(cmd),
         Command::Train(args) => train::run(args),
         Command::Bench(cmd) => bench::run(cmd),
     }
