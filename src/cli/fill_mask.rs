@@ -7,9 +7,9 @@ use super::batch_input::{
 use crate::device::Device;
 use crate::infer::fill_mask::{check_ids, fill_mask, text_ids, Filled, MASK_TEXT};
 use crate::infer::Runner;
-use crate::model::checkpoint::load_model_dir;
 use crate::model::ModelConfig;
 use crate::tokenizer::Tokenizer;
+use crate::train::checkpoint::load_model_or_run;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
@@ -80,7 +80,7 @@ fn print_human(f: &Filled, tok: &Tokenizer, cfg: &ModelConfig) {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let (cfg, params) = load_model_dir(&args.model)?;
+    let (cfg, params) = load_model_or_run(&args.model)?;
     let tok = args.run.tokenizer(&args.model)?;
     let inputs: Vec<Vec<u32>> = match &args.input {
         Some(path) => read_jsonl::<TextOrIds>(path)?

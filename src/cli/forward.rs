@@ -3,11 +3,10 @@
 //! safetensors file. The research "look inside" tool; fixtures are checked the same way.
 
 use crate::device::Device;
-use crate::model::checkpoint::{
-    load_model_dir, read_safetensors, tensors_for_save, write_safetensors,
-};
+use crate::model::checkpoint::{read_safetensors, tensors_for_save, write_safetensors};
 use crate::model::inputs::{int_rows, HostBatch, PositionRule};
 use crate::model::programs::{forward_args, forward_program, on_mesh, ForwardShape};
+use crate::train::checkpoint::load_model_or_run;
 use crate::train::run::{check_mesh, parse_mesh};
 use anyhow::{bail, Context, Result};
 use hlo::Literal;
@@ -41,7 +40,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let (cfg, params) = load_model_dir(&args.model)?;
+    let (cfg, params) = load_model_or_run(&args.model)?;
     let mut inputs = read_safetensors(&args.inputs)?;
     let where_ = args.inputs.display().to_string();
     let ids = inputs

@@ -5,10 +5,10 @@ use crate::device::Device;
 use crate::generate::beam::{BeamOptions, Hypothesis};
 use crate::generate::sampling::{Rng, Strategy};
 use crate::generate::{GenerateOptions, Generator};
-use crate::model::checkpoint::load_model_dir;
 use crate::model::inputs::HostBatch;
 use crate::model::ModelConfig;
 use crate::tokenizer::Tokenizer;
+use crate::train::checkpoint::load_model_or_run;
 use crate::train::run::{check_mesh, parse_mesh};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
@@ -229,7 +229,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.beam_width == Some(0) {
         bail!("--beam-width must be at least 1");
     }
-    let (cfg, params) = load_model_dir(&args.model)?;
+    let (cfg, params) = load_model_or_run(&args.model)?;
     let tok = args.run.tokenizer(&args.model)?;
     let mut rng = Rng::new(args.seed);
     let spout = spout_vector(&args, cfg.spout_width, &mut rng)?;

@@ -7,9 +7,10 @@ use crate::device::Device;
 use crate::infer::fill_mask::encode_with_masks;
 use crate::infer::vector::{resolve_pos, vectors};
 use crate::infer::{check_row, Row, Runner};
-use crate::model::checkpoint::{load_model_dir, write_safetensors};
+use crate::model::checkpoint::write_safetensors;
 use crate::model::ModelConfig;
 use crate::tokenizer::Tokenizer;
+use crate::train::checkpoint::load_model_or_run;
 use anyhow::{Context, Result};
 use hlo::Literal;
 use std::path::PathBuf;
@@ -93,7 +94,7 @@ fn write_batch(path: &std::path::Path, rows: &[(Row, usize)], vecs: &[Vec<f32>])
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let (cfg, params) = load_model_dir(&args.model)?;
+    let (cfg, params) = load_model_or_run(&args.model)?;
     let tok = args.run.tokenizer(&args.model)?;
     let rows: Vec<(Row, usize)> = match &args.input {
         Some(path) => read_jsonl::<TextOrIds>(path)?

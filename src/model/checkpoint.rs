@@ -206,11 +206,10 @@ pub fn convert_f32(lit: &Literal) -> Literal {
     Literal::from_slice(lit.dims(), &v).expect("same element count")
 }
 
-/// Reads a model folder (ours, a Hugging Face one, or a training run, whose `latest`
-/// checkpoint is used).
+/// Reads a model folder (ours or a Hugging Face one). Run folders are resolved to their
+/// newest checkpoint by `train::checkpoint::load_model_or_run`, so this module knows
+/// nothing of training.
 pub fn load_model_dir(dir: &Path) -> Result<(ModelConfig, Vec<Literal>)> {
-    let resolved = crate::train::checkpoint::resolve_model_dir(dir)?;
-    let dir = resolved.as_path();
     let ours = dir.join(CONFIG_FILE);
     let cfg = if ours.exists() {
         ModelConfig::load(&ours)?

@@ -5,9 +5,13 @@
 //! `<param>.<slot>`), and `trainer.json` (step, data position, device RNG state). The
 //! folder is written under a temporary name and renamed when complete; `DIR/latest` names
 //! the newest one and is replaced atomically, so a crash leaves the previous checkpoint
-//! intact. Model folders are resolved through `latest`, so `generate --model DIR` works.
+//! intact. [`load_model_or_run`] resolves a run folder to its newest complete
+//! checkpoint, so `generate --model RUN_DIR` works. The dependency goes one way: this
+//! module uses `model::checkpoint` (model folders, safetensors), never the reverse.
 
-use crate::model::checkpoint::{read_safetensors, save_model_dir, write_atomic, write_safetensors};
+use crate::model::checkpoint::{
+    load_model_dir, read_safetensors, save_model_dir, write_atomic, write_safetensors,
+};
 use crate::model::ModelConfig;
 use anyhow::{bail, Context, Result};
 use hlo::Literal;
@@ -42,6 +46,12 @@ pub fn resolve_model_dir(dir: &Path) -> Result<PathBuf> {
         Some(newest) => Ok(newest),
         None => bail!("{} holds no complete checkpoint", root.display()),
     }
+}
+
+/// Reads a model folder, or the newest complete checkpoint of a run folder, so every
+/// `--model DIR` accepts both.
+pub fn load_model_or_run(dir: &Path) -> Result<(ModelConfig, Vec<Literal>)> {
+    load_model_dir(&resolve_model_dir(dir)?)
 }
 
 /// The complete checkpoint folders of a run, oldest first.
@@ -82,7 +92,7 @@ pub fn restore_newest_intact(run_dir: &Path) -> Result<Restored> {
     }
     for dir in candidates.iter().rev() {
         let read = || -> Result<Restored> {
-            let (_, params) = crate::model::checkpoint::load_model_dir(dir)?;
+            let (_, params) = load_model_dir(dir)?;
             let (optimizer, state) = load_training_state(dir)?;
             Ok(Restored {
                 dir: dir.clone(),

@@ -1,7 +1,14 @@
 //! Training: optimizers, schedules, the compiled train step, checkpoints and the loop.
 
+mod batches;
 pub mod checkpoint;
 pub mod config;
+pub mod metrics;
 pub mod optimizer;
 pub mod run;
+pub mod run_dir;
+mod samples;
+pub mod setup;
+mod state;
 pub mod step;
+mod trainer;
