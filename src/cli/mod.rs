@@ -14,6 +14,7 @@ pub mod forward;
 pub mod generate;
 pub mod model_args;
 pub mod params;
+pub mod plot;
 pub mod tokenize;
 pub mod train;
 pub mod vector;
@@ -54,6 +55,8 @@ pub enum Command {
     Data(data::Command),
     /// Train a model (default: configs/tiny.toml on the built-in corpus), then print samples.
     Train(train::Args),
+    /// Redraw the loss plot (train and held-out loss against step) of a run folder.
+    Plot(plot::Args),
     /// Export the StableHLO text and executables of every program, with a manifest.
     Export(export::Args),
     /// Parameter counts per group for a model config (nothing is allocated).
@@ -76,6 +79,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Params(args) => params::run(args),
         Command::Data(cmd) => data::run(cmd),
         Command::Train(args) => train::run(args),
+        Command::Plot(args) => plot::run(args),
         Command::Bench(cmd) => bench::run(cmd),
     }
 }

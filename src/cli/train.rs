@@ -28,6 +28,12 @@ pub struct Args {
     /// Peak learning rate of the schedule (overrides the config).
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Fraction of the examples held out for evaluation (overrides the config; 0: none).
+    #[arg(long)]
+    pub eval_fraction: Option<f64>,
+    /// Evaluate the held-out loss every K steps (overrides the config; 0: at checkpoints).
+    #[arg(long)]
+    pub eval_every: Option<u64>,
     /// Run folder: checkpoints, metrics.jsonl, vocabulary (default runs/<config name>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -81,6 +87,8 @@ pub fn run(args: Args) -> Result<()> {
         batch_size: args.batch_size,
         seq_len: args.seq_len,
         lr: args.lr,
+        eval_fraction: args.eval_fraction,
+        eval_every: args.eval_every,
     };
     let summary = run_training(&opts)?;
     if let (Some(first), Some(last)) = (summary.metrics.first(), summary.metrics.last()) {

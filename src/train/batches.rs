@@ -10,9 +10,42 @@ use crate::model::ModelConfig;
 use anyhow::Result;
 use hlo::Literal;
 
+/// Keeps the held-out choice apart from the epoch orders of the same seed.
+const HELD_OUT_SALT: u64 = 0x4e1d_0ff5;
+
+/// The examples split into training and held-out ones.
+pub(crate) struct Split {
+    /// Training example indices, ascending; None: all examples (nothing held out).
+    pub train: Option<Vec<usize>>,
+    pub held_out: Vec<usize>,
+}
+
+/// A seeded choice of `fraction` of `n` examples to hold out (at least one when the
+/// fraction is positive), never so many that less than one batch is left to train on.
+pub(crate) fn split_held_out(n: usize, fraction: f64, batch: usize, seed: u64) -> Split {
+    let wanted = ((n as f64 * fraction).round() as usize).max((fraction > 0.0) as usize);
+    let k = wanted.min(n.saturating_sub(batch));
+    if k == 0 {
+        return Split {
+            train: None,
+            held_out: Vec::new(),
+        };
+    }
+    let mut perm = shuffled_order(n, seed ^ HELD_OUT_SALT);
+    let mut held_out = perm.split_off(n - k);
+    perm.sort_unstable();
+    held_out.sort_unstable();
+    Split {
+        train: Some(perm),
+        held_out,
+    }
+}
+
 /// The shuffled stream of training examples.
 pub(crate) struct ExampleStream<'a> {
     examples: &'a DataSource,
+    /// Which examples train (None: all).
+    indices: Option<&'a [usize]>,
     seed: u64,
     epoch: u64,
     order: Vec<usize>,
@@ -20,19 +53,26 @@ pub(crate) struct ExampleStream<'a> {
 
 impl<'a> ExampleStream<'a> {
     /// The stream positioned at `cursor` (examples consumed since the start of the run).
-    pub fn new(examples: &'a DataSource, seed: u64, cursor: u64) -> Self {
-        let epoch = cursor / examples.len() as u64;
+    pub fn new(
+        examples: &'a DataSource,
+        indices: Option<&'a [usize]>,
+        seed: u64,
+        cursor: u64,
+    ) -> Self {
+        let len = indices.map_or(examples.len(), <[usize]>::len);
+        let epoch = cursor / len as u64;
         ExampleStream {
             examples,
+            indices,
             seed,
             epoch,
-            order: shuffled_order(examples.len(), seed.wrapping_add(epoch)),
+            order: shuffled_order(len, seed.wrapping_add(epoch)),
         }
     }
 
     /// The next `n` examples; advances `cursor`.
     pub fn next_batch(&mut self, n: i64, cursor: &mut u64) -> Vec<Example> {
-        let len = self.examples.len() as u64;
+        let len = self.order.len() as u64;
         let mut picked = Vec::with_capacity(n as usize);
         for _ in 0..n {
             let e = *cursor / len;
@@ -40,7 +80,9 @@ impl<'a> ExampleStream<'a> {
                 self.epoch = e;
                 self.order = shuffled_order(len as usize, self.seed.wrapping_add(e));
             }
-            picked.push(self.examples.example(self.order[(*cursor % len) as usize]));
+            let k = self.order[(*cursor % len) as usize];
+            let i = self.indices.map_or(k, |ix| ix[k]);
+            picked.push(self.examples.example(i));
             *cursor += 1;
         }
         picked

@@ -32,6 +32,12 @@ pub struct TrainConfig {
     /// Samples printed at the end of training.
     pub samples: usize,
     pub sample_tokens: usize,
+    /// Fraction of the examples held out for evaluation (0: none).
+    pub eval_fraction: f64,
+    /// Evaluate the held-out loss every K steps (0: at each checkpoint).
+    pub eval_every: u64,
+    /// Held-out batches per evaluation (a fixed set, so values compare over time).
+    pub eval_batches: usize,
 }
 
 impl Default for TrainConfig {
@@ -51,6 +57,9 @@ impl Default for TrainConfig {
             spout: SpoutMode::None,
             samples: 3,
             sample_tokens: 40,
+            eval_fraction: 0.02,
+            eval_every: 0,
+            eval_batches: 4,
         }
     }
 }

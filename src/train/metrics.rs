@@ -3,7 +3,7 @@
 //! checkpoint.
 
 use crate::model::checkpoint::write_atomic;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::Path;
@@ -22,6 +22,9 @@ pub struct Metrics {
     pub lr: f64,
     pub tokens_per_s: f64,
     pub step_ms: f64,
+    /// Mean loss over the held-out batches, on the steps that evaluate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_loss: Option<f64>,
 }
 
 /// The open metrics file of a run.
@@ -66,4 +69,26 @@ pub(crate) fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
         body.push('\n');
     }
     write_atomic(path, body.as_bytes())
+}
+
+/// Every metrics line of a run folder, in file order.
+pub fn read_metrics(run_dir: &Path) -> Result<Vec<Metrics>> {
+    let path = run_dir.join(METRICS_FILE);
+    if !path.is_file() {
+        bail!(
+            "{} does not exist: {} is not a gptsan run folder, or it has not trained a step",
+            path.display(),
+            run_dir.display()
+        );
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .with_context(|| format!("{} line {}: not a metrics line", path.display(), i + 1))
+        })
+        .collect()
 }

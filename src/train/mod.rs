@@ -3,8 +3,10 @@
 mod batches;
 pub mod checkpoint;
 pub mod config;
+mod eval;
 pub mod metrics;
 pub mod optimizer;
+pub mod plot;
 pub mod run;
 pub mod run_dir;
 mod samples;

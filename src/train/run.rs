@@ -10,7 +10,9 @@
 use super::batches::{batch_literals, ExampleStream};
 use super::checkpoint::{self, TrainerState};
 use super::config::{SpoutMode, TrainConfig};
+use super::eval::Evaluator;
 use super::metrics::{truncate_metrics, MetricsLog, METRICS_FILE};
+use super::plot::plot_run;
 use super::run_dir::{note_checkpoint_for_watchdog, prepare_out_dir};
 use super::samples::sample_texts;
 use super::setup::Setup;
@@ -55,6 +57,8 @@ pub struct RunOptions {
     pub batch_size: Option<i64>,
     pub seq_len: Option<i64>,
     pub lr: Option<f64>,
+    pub eval_fraction: Option<f64>,
+    pub eval_every: Option<u64>,
 }
 
 pub struct RunSummary {
@@ -71,6 +75,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         mesh,
         meta,
         data,
+        split,
     } = super::setup::resolve(opts)?;
     let device = open_device(opts, &mesh)?;
     check_mesh(&mesh, device.device_count(), &cfg, train.batch_size)?;
@@ -91,14 +96,33 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         start.optimizer.as_ref(),
         start.trainer.rng,
     )?;
+    let not = data.tokenizer.special().not as i32;
+    let evaluator = if split.held_out.is_empty() {
+        None
+    } else {
+        let ev = Evaluator::new(
+            &device,
+            &cfg,
+            &train,
+            &spec,
+            &data.source,
+            &split.held_out,
+            not,
+        );
+        Some(ev?)
+    };
     let mut tstate = start.trainer;
     let mut params = start.params;
 
-    let not = data.tokenizer.special().not as i32;
     let bar = progress_bar(opts.progress, train.steps, tstate.step);
     let mut log = MetricsLog::open(&opts.out)?;
     let mut host_rng = Rng::new(tstate.host_rng);
-    let mut stream = ExampleStream::new(&data.source, train.seed, tstate.cursor);
+    let mut stream = ExampleStream::new(
+        &data.source,
+        split.train.as_deref(),
+        train.seed,
+        tstate.cursor,
+    );
     let mut all_metrics = Vec::new();
     while tstate.step < train.steps {
         let step = tstate.step + 1;
@@ -108,12 +132,16 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         let lr = train.schedule.lr(step);
         let scalars = trainer.step(step, lr, batch)?;
         tstate.step = step;
-        let m = step_metrics(step, lr, &scalars, &train, t0.elapsed().as_secs_f64())?;
+        let mut m = step_metrics(step, lr, &scalars, &train, t0.elapsed().as_secs_f64())?;
+        if let Some(ev) = evaluator.as_ref().filter(|_| eval_due(step, &train)) {
+            m.eval_loss = Some(ev.loss(&trainer)?);
+        }
         log.write(&m)?;
         show_progress(&bar, &m);
         all_metrics.push(m);
         if step % train.checkpoint_every.max(1) == 0 || step == train.steps {
             params = save_checkpoint(opts, &cfg, &trainer, &mut tstate, &mut host_rng)?;
+            redraw_plot(&opts.out);
         }
     }
     if let Some(b) = &bar {
@@ -202,7 +230,24 @@ fn step_metrics(
         lr,
         tokens_per_s: (train.batch_size * train.seq_len) as f64 / seconds,
         step_ms: seconds * 1e3,
+        eval_loss: None,
     })
+}
+
+/// Held-out evaluation every `eval_every` steps (0: with each checkpoint) and at the end.
+fn eval_due(step: u64, train: &TrainConfig) -> bool {
+    let every = match train.eval_every {
+        0 => train.checkpoint_every.max(1),
+        k => k,
+    };
+    step % every == 0 || step == train.steps
+}
+
+/// Redraws `loss.png`; a plot that cannot be drawn is reported, not fatal to training.
+fn redraw_plot(out: &std::path::Path) {
+    if let Err(e) = plot_run(out, None) {
+        eprintln!("warning: cannot redraw the loss plot: {e:#}");
+    }
 }
 
 /// Downloads the state, writes a checkpoint and returns the parameters. The host RNG is

@@ -2,6 +2,7 @@
 //! the device mesh and the training data, resolved before any device is opened so bad
 //! input fails fast.
 
+use super::batches::{split_held_out, Split};
 use super::config::{SpoutMode, TrainConfig};
 use super::run::RunOptions;
 use super::run_dir::RunMeta;
@@ -109,6 +110,18 @@ pub(crate) fn apply_overrides(train: &mut TrainConfig, opts: &RunOptions) -> Res
     if let Some(s) = opts.seq_len {
         train.seq_len = s;
     }
+    if let Some(f) = opts.eval_fraction {
+        train.eval_fraction = f;
+    }
+    if let Some(k) = opts.eval_every {
+        train.eval_every = k;
+    }
+    if !(0.0..=0.5).contains(&train.eval_fraction) {
+        bail!(
+            "--eval-fraction {} must be between 0 and 0.5",
+            train.eval_fraction
+        );
+    }
     if let Some(lr) = opts.lr {
         if !(lr > 0.0 && lr.is_finite()) {
             bail!("--lr {lr} must be a positive number");
@@ -172,6 +185,8 @@ pub(crate) struct Setup {
     /// What identifies the run in its folder (`run.json`).
     pub meta: RunMeta,
     pub data: TrainData,
+    /// Which examples train and which are held out.
+    pub split: Split,
 }
 
 /// Configs with their overrides, the mesh and the data, and the run's identity.
@@ -197,6 +212,8 @@ pub(crate) fn resolve(opts: &RunOptions) -> Result<Setup> {
             steps: 0,
             samples: 0,
             checkpoint_every: 0,
+            eval_every: 0,
+            eval_batches: 0,
             ..train.clone()
         },
         corpus: if data.id.is_some() {
@@ -214,12 +231,23 @@ pub(crate) fn resolve(opts: &RunOptions) -> Result<Setup> {
             train.batch_size
         );
     }
-    tracing::info!(examples = data.source.len(), "corpus packed");
+    let split = split_held_out(
+        data.source.len(),
+        train.eval_fraction,
+        train.batch_size as usize,
+        train.seed,
+    );
+    tracing::info!(
+        examples = data.source.len(),
+        held_out = split.held_out.len(),
+        "corpus packed"
+    );
     Ok(Setup {
         cfg,
         train,
         mesh,
         meta,
         data,
+        split,
     })
 }

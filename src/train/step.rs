@@ -10,7 +10,7 @@
 //! `loss`, `ce`, `z_loss`, `balance_loss`, `grad_norm`.
 
 use super::optimizer::{clip_by_global_norm, OptimizerConfig};
-use crate::model::gptsan::{forward, Params};
+use crate::model::gptsan::{forward, Batch, Jitter, Params};
 use crate::model::loss::{lm_head_cross_entropy, z_loss};
 pub use crate::model::params::param_sharding;
 use crate::model::params::{param_specs, ParamSpec};
@@ -132,25 +132,12 @@ pub fn train_step_program(cfg: &ModelConfig, spec: &StepSpec) -> Result<Function
     } else {
         None
     };
-    let out = forward(cfg, &params, &batch, spec.training, jitter.as_ref());
-    let (ce, lse, valid) = lm_head_cross_entropy(
-        &out.logits,
-        &out.last_hidden,
-        params.get("model.embed_tokens.weight"),
-        params.get("final_logits_bias"),
-        &labels,
-    );
-    let z = z_loss(&lse, &valid);
-    let mut balance = b.scalar(0.0, DType::F32);
-    for r in &out.routers {
-        balance = balance.add(&r.balance_loss);
-    }
-    let loss = match spec.loss {
-        LossKind::Plain => ce.clone(),
-        LossKind::Original => ce
-            .add(&z.mul_scalar(cfg.router.z_loss_coef))
-            .add(&balance.mul_scalar(cfg.router.balance_loss_coef)),
-    };
+    let LossTerms {
+        loss,
+        ce,
+        z_loss: z,
+        balance,
+    } = loss_terms(cfg, spec, &params, &batch, &labels, jitter.as_ref());
 
     let grads = hlo::autodiff::grad(&loss, &train_t)
         .map_err(|e| anyhow!("differentiating the loss: {e}"))?;
@@ -204,6 +191,87 @@ pub fn train_step_program(cfg: &ModelConfig, spec: &StepSpec) -> Result<Function
     if let Some(mesh) = &spec.mesh {
         shard_outputs(&mut f, &trainable, mesh);
         shard_batch_args(&mut f, rng_arg + 1, mesh);
+    }
+    Ok(f)
+}
+
+/// The loss and its parts, as the train step minimises them.
+struct LossTerms {
+    loss: Tensor,
+    ce: Tensor,
+    z_loss: Tensor,
+    balance: Tensor,
+}
+
+/// Forward pass and loss (SPEC 4.2), shared by the train and eval programs.
+fn loss_terms(
+    cfg: &ModelConfig,
+    spec: &StepSpec,
+    params: &Params,
+    batch: &Batch,
+    labels: &Tensor,
+    jitter: Option<&Jitter>,
+) -> LossTerms {
+    let out = forward(cfg, params, batch, spec.training, jitter);
+    let (ce, lse, valid) = lm_head_cross_entropy(
+        &out.logits,
+        &out.last_hidden,
+        params.get("model.embed_tokens.weight"),
+        params.get("final_logits_bias"),
+        labels,
+    );
+    let z = z_loss(&lse, &valid);
+    let b = ce.builder().clone();
+    let mut balance = b.scalar(0.0, DType::F32);
+    for r in &out.routers {
+        balance = balance.add(&r.balance_loss);
+    }
+    let loss = match spec.loss {
+        LossKind::Plain => ce.clone(),
+        LossKind::Original => ce
+            .add(&z.mul_scalar(cfg.router.z_loss_coef))
+            .add(&balance.mul_scalar(cfg.router.balance_loss_coef)),
+    };
+    LossTerms {
+        loss,
+        ce,
+        z_loss: z,
+        balance,
+    }
+}
+
+/// The held-out evaluation program: forward and loss as the step computes them (with
+/// `spec.training` deciding jitter and capacity), without gradients or an update.
+/// Arguments: the parameters in the train step's order (trainable, then frozen), so the
+/// step's device buffers are passed as they are, then the batch. Results: `loss`, `ce`.
+pub fn eval_step_program(cfg: &ModelConfig, spec: &StepSpec) -> Result<Function> {
+    let b = Builder::new("eval_step");
+    if let Some(m) = &spec.mesh {
+        b.set_mesh(m.clone());
+    }
+    let (trainable, frozen) = split_params(cfg, &spec.frozen);
+    let specs: Vec<ParamSpec> = trainable.into_iter().chain(frozen).collect();
+    let tensors: Vec<Tensor> = specs
+        .iter()
+        .map(|s| match &spec.mesh {
+            Some(m) => b.parameter_sharded(
+                &s.name,
+                Shape::new(DType::F32, s.dims.clone()),
+                param_sharding(s, m),
+            ),
+            None => b.parameter(&s.name, Shape::new(DType::F32, s.dims.clone())),
+        })
+        .collect();
+    let (batch, labels) = declare_batch(&b, cfg, spec.batch, spec.len, spec.spout);
+    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    let params = Params::from_tensors(&names, tensors);
+    let terms = loss_terms(cfg, spec, &params, &batch, &labels, None);
+    let mut f = b.build_named(&[("loss", &terms.loss), ("ce", &terms.ce)])?;
+    if let Some(mesh) = &spec.mesh {
+        for o in f.outputs.iter_mut() {
+            o.sharding = Some(PartitionSpec::replicated(0));
+        }
+        shard_batch_args(&mut f, specs.len(), mesh);
     }
     Ok(f)
 }

@@ -85,6 +85,14 @@ impl Trainer {
         })
     }
 
+    /// The parameter buffers of every device (for programs that read them, like eval).
+    pub fn param_buffers(&self) -> Vec<Vec<&Buffer>> {
+        self.args
+            .iter()
+            .map(|a| a[..self.n_params].iter().collect())
+            .collect()
+    }
+
     /// One step: uploads `step`, `lr` and the batch, runs, keeps the new state.
     pub fn step(&mut self, step: u64, lr: f64, batch: Vec<Literal>) -> Result<StepScalars> {
         let n_state = self.n_params + self.state_names.len();
