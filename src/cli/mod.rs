@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 pub mod batch_input;
 pub mod bench;
 pub mod bench_model;
+pub mod convert;
 pub mod data;
 pub mod devices;
 pub mod export;
@@ -55,6 +56,8 @@ pub enum Command {
     Data(data::Command),
     /// Train a model (default: configs/tiny.toml on the built-in corpus), then print samples.
     Train(train::Args),
+    /// Change a model folder for fine-tuning: append ext layers.
+    Convert(convert::Args),
     /// Redraw the loss plot (train and held-out loss against step) of a run folder.
     Plot(plot::Args),
     /// Export the StableHLO text and executables of every program, with a manifest.
@@ -80,6 +83,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Data(cmd) => data::run(cmd),
         Command::Train(args) => train::run(args),
         Command::Plot(args) => plot::run(args),
+        Command::Convert(args) => convert::run(args),
         Command::Bench(cmd) => bench::run(cmd),
     }
 }

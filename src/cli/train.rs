@@ -34,6 +34,17 @@ pub struct Args {
     /// Evaluate the held-out loss every K steps (overrides the config; 0: at checkpoints).
     #[arg(long)]
     pub eval_every: Option<u64>,
+    /// Start from this model folder (ours, a Hugging Face GPTSAN one, or a run) with its
+    /// config; --config then only gives the [train] table.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Train only the parameters matching this glob on the port's names (repeatable),
+    /// e.g. 'model.blocks.2.*'.
+    #[arg(long = "train-only")]
+    pub train_only: Vec<String>,
+    /// Do not train the parameters matching this glob (repeatable).
+    #[arg(long)]
+    pub freeze: Vec<String>,
     /// Run folder: checkpoints, metrics.jsonl, vocabulary (default runs/<config name>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -89,6 +100,9 @@ pub fn run(args: Args) -> Result<()> {
         lr: args.lr,
         eval_fraction: args.eval_fraction,
         eval_every: args.eval_every,
+        init: args.init,
+        train_only: args.train_only,
+        freeze: args.freeze,
     };
     let summary = run_training(&opts)?;
     if let (Some(first), Some(last)) = (summary.metrics.first(), summary.metrics.last()) {

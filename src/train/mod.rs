@@ -4,6 +4,8 @@ mod batches;
 pub mod checkpoint;
 pub mod config;
 mod eval;
+pub mod extend;
+pub mod freeze;
 pub mod metrics;
 pub mod optimizer;
 pub mod plot;

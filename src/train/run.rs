@@ -59,6 +59,12 @@ pub struct RunOptions {
     pub lr: Option<f64>,
     pub eval_fraction: Option<f64>,
     pub eval_every: Option<u64>,
+    /// Start from this model folder (ours, a Hugging Face one, or a run) and its config.
+    pub init: Option<PathBuf>,
+    /// Globs on the port's parameter names: only these train.
+    pub train_only: Vec<String>,
+    /// Globs on the port's parameter names: these do not train.
+    pub freeze: Vec<String>,
 }
 
 pub struct RunSummary {
@@ -76,17 +82,19 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         meta,
         data,
         split,
+        init,
+        frozen,
     } = super::setup::resolve(opts)?;
     let device = open_device(opts, &mesh)?;
     check_mesh(&mesh, device.device_count(), &cfg, train.batch_size)?;
     prepare_out_dir(&opts.out, &meta, opts.resume, &data.tokenizer)?;
 
-    let start = initial_or_restored(&opts.out, opts.resume, &cfg, &train)?;
+    let start = initial_or_restored(&opts.out, opts.resume, init, &cfg, &train)?;
     if opts.resume {
         truncate_metrics(&opts.out.join(METRICS_FILE), start.trainer.step)?;
     }
     note_checkpoint_for_watchdog(&opts.out, opts.resume.then_some(start.trainer.step));
-    let spec = step_spec(&cfg, &train, &mesh)?;
+    let spec = step_spec(&cfg, &train, &mesh, frozen)?;
     let mut trainer = Trainer::new(
         &device,
         &cfg,
@@ -184,7 +192,12 @@ fn open_device(opts: &RunOptions, mesh: &Mesh) -> Result<Device> {
 }
 
 /// What fixes the compiled train step of this run.
-fn step_spec(cfg: &ModelConfig, train: &TrainConfig, mesh: &Mesh) -> Result<StepSpec> {
+fn step_spec(
+    cfg: &ModelConfig,
+    train: &TrainConfig,
+    mesh: &Mesh,
+    frozen: Vec<String>,
+) -> Result<StepSpec> {
     let with_spout = train.spout != SpoutMode::None;
     if with_spout && !cfg.has_spout() {
         bail!(
@@ -201,7 +214,7 @@ fn step_spec(cfg: &ModelConfig, train: &TrainConfig, mesh: &Mesh) -> Result<Step
         clip_norm: train.clip_norm,
         decay_all: false,
         training: true,
-        frozen: Vec::new(),
+        frozen,
         mesh: (mesh.device_count() > 1).then(|| mesh.clone()),
     })
 }
@@ -240,7 +253,7 @@ fn eval_due(step: u64, train: &TrainConfig) -> bool {
         0 => train.checkpoint_every.max(1),
         k => k,
     };
-    step % every == 0 || step == train.steps
+    step.checked_rem(every) == Some(0) || step == train.steps
 }
 
 /// Redraws `loss.png`; a plot that cannot be drawn is reported, not fatal to training.

@@ -20,6 +20,12 @@ pub struct RunMeta {
     /// Prepared data (folder, vocabulary hash, size); absent for raw text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
+    /// The model folder the run started from (`--init`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<String>,
+    /// Parameters that do not train.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frozen: Vec<String>,
 }
 
 /// Refuses to mix runs in one folder.

@@ -3,14 +3,16 @@
 //! input fails fast.
 
 use super::batches::{split_held_out, Split};
+use super::checkpoint::load_model_or_run;
 use super::config::{SpoutMode, TrainConfig};
+use super::freeze::frozen_names;
 use super::run::RunOptions;
 use super::run_dir::RunMeta;
 use crate::data::source::{self, TrainData};
 use crate::model::ModelConfig;
 use crate::tokenizer::Tokenizer;
 use anyhow::{anyhow, bail, Context, Result};
-use hlo::Mesh;
+use hlo::{Literal, Mesh};
 use std::path::Path;
 
 /// The default config (`configs/tiny.toml`), built into the binary so `gptsan train`
@@ -187,25 +189,33 @@ pub(crate) struct Setup {
     pub data: TrainData,
     /// Which examples train and which are held out.
     pub split: Split,
+    /// The parameters of `--init`, in `param_specs` order.
+    pub init: Option<Vec<Literal>>,
+    /// Parameters that do not train (`--train-only`, `--freeze`).
+    pub frozen: Vec<String>,
 }
 
 /// Configs with their overrides, the mesh and the data, and the run's identity.
 pub(crate) fn resolve(opts: &RunOptions) -> Result<Setup> {
-    let (cfg, mut train) = match &opts.config {
-        Some(p) => load_configs(p)?,
-        None => configs_from_toml(DEFAULT_CONFIG, "the built-in configs/tiny.toml")?,
+    let (cfg, mut train, init) = configs_and_init(opts)?;
+    let config_name = match (&opts.init, &opts.config) {
+        (Some(dir), _) => format!("the model in {}", dir.display()),
+        (None, Some(p)) => p.display().to_string(),
+        (None, None) => "configs/tiny.toml".into(),
     };
-    let config_name = opts
-        .config
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or("configs/tiny.toml".into());
+    let frozen = frozen_names(&cfg, &opts.train_only, &opts.freeze)?;
     apply_overrides(&mut train, opts)?;
     let mesh = match &opts.mesh {
         Some(m) => parse_mesh(m)?,
         None => Mesh::new(&[("data", 1), ("model", 1)]),
     };
-    let data = open_training_data(opts, &cfg, &mut train, &config_name)?;
+    let data =
+        open_training_data(opts, &cfg, &mut train, &config_name).with_context(|| {
+            match &opts.init {
+                Some(dir) => format!("--init {}", dir.display()),
+                None => "training data".into(),
+            }
+        })?;
     let meta = RunMeta {
         model: cfg.clone(),
         train: TrainConfig {
@@ -223,6 +233,8 @@ pub(crate) fn resolve(opts: &RunOptions) -> Result<Setup> {
         },
         mesh: opts.mesh.clone(),
         data: data.id.clone(),
+        init: opts.init.as_ref().map(|d| d.display().to_string()),
+        frozen: frozen.clone(),
     };
     if data.source.len() < train.batch_size as usize {
         bail!(
@@ -249,5 +261,23 @@ pub(crate) fn resolve(opts: &RunOptions) -> Result<Setup> {
         meta,
         data,
         split,
+        init,
+        frozen,
     })
+}
+
+/// The model config (the `--init` folder's, else the config file's or the built-in one),
+/// the `[train]` table, and the `--init` parameters.
+#[allow(clippy::type_complexity)]
+fn configs_and_init(opts: &RunOptions) -> Result<(ModelConfig, TrainConfig, Option<Vec<Literal>>)> {
+    let (cfg, train) = match &opts.config {
+        Some(p) => load_configs(p)?,
+        None => configs_from_toml(DEFAULT_CONFIG, "the built-in configs/tiny.toml")?,
+    };
+    let Some(dir) = &opts.init else {
+        return Ok((cfg, train, None));
+    };
+    let (cfg, params) =
+        load_model_or_run(dir).with_context(|| format!("--init {}", dir.display()))?;
+    Ok((cfg, train, Some(params)))
 }

@@ -18,10 +18,12 @@ pub(crate) struct StartState {
     pub trainer: TrainerState,
 }
 
-/// A fresh start, or the newest checkpoint of `out` that reads back whole.
+/// A fresh start (from `init`, the parameters of `--init`, or a seeded draw), or the
+/// newest checkpoint of `out` that reads back whole.
 pub(crate) fn initial_or_restored(
     out: &Path,
     resume: bool,
+    init: Option<Vec<Literal>>,
     cfg: &ModelConfig,
     train: &TrainConfig,
 ) -> Result<StartState> {
@@ -35,7 +37,10 @@ pub(crate) fn initial_or_restored(
         });
     }
     Ok(StartState {
-        params: init_params(&param_specs(cfg), train.seed),
+        params: match init {
+            Some(p) => p,
+            None => init_params(&param_specs(cfg), train.seed),
+        },
         optimizer: None,
         trainer: TrainerState {
             step: 0,

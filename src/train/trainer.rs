@@ -29,6 +29,11 @@ pub(crate) struct Trainer {
     args: Vec<Vec<Buffer>>,
     rng: Vec<Buffer>,
     n_params: usize,
+    /// Trainable parameters (the first arguments and results); frozen ones follow them
+    /// as arguments and are never replaced.
+    n_train: usize,
+    /// `param_specs` index of each parameter argument (trainable, then frozen).
+    order: Vec<usize>,
     /// Optimizer state names (`<param>.<slot>`), in argument order.
     state_names: Vec<String>,
     /// Index of the first scalar output after the state outputs are moved out.
@@ -55,9 +60,22 @@ impl Trainer {
             started.elapsed().as_secs_f64()
         );
         let (state_names, state_lits) = optimizer_state(cfg, train, spec, restored)?;
+        let (trainable, frozen) = split_params(cfg, &spec.frozen);
+        let index: std::collections::HashMap<String, usize> =
+            crate::model::params::param_specs(cfg)
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| (s.name, i))
+                .collect();
+        let order: Vec<usize> = trainable
+            .iter()
+            .chain(&frozen)
+            .map(|s| index[&s.name])
+            .collect();
         let ndev = spec.mesh.as_ref().map_or(1, |m| m.device_count() as usize);
         let mut args: Vec<Vec<Buffer>> = (0..ndev).map(|_| Vec::new()).collect();
-        for (i, lit) in params.iter().chain(&state_lits).enumerate() {
+        let in_order = order.iter().map(|&i| &params[i]);
+        for (i, lit) in in_order.chain(&state_lits).enumerate() {
             for (d, b) in program.upload_arg(i, lit)?.into_iter().enumerate() {
                 args[d].push(b);
             }
@@ -72,13 +90,16 @@ impl Trainer {
                 .position(|x| x == n)
                 .ok_or_else(|| anyhow!("no output {n}"))
         };
-        let first_scalar = out_index("loss")? - (n_params + state_names.len() + 1);
+        let n_train = trainable.len();
+        let first_scalar = out_index("loss")? - (n_train + state_names.len() + 1);
         let rng_out = out_index("rng")?;
         Ok(Trainer {
             program,
             args,
             rng,
             n_params,
+            n_train,
+            order,
             state_names,
             first_scalar,
             rng_out,
@@ -120,8 +141,15 @@ impl Trainer {
         // New parameters and state replace the donated ones.
         for (d, res) in results.iter_mut().enumerate() {
             let mut outs: Vec<Option<Buffer>> = std::mem::take(res).into_iter().map(Some).collect();
-            for (i, slot) in outs.iter_mut().take(n_state).enumerate() {
-                self.args[d][i] = slot.take().ok_or_else(|| anyhow!("missing output {i}"))?;
+            let n_out = self.n_train + self.state_names.len();
+            for (i, slot) in outs.iter_mut().take(n_out).enumerate() {
+                // Outputs skip the frozen parameters; arguments do not.
+                let arg = if i < self.n_train {
+                    i
+                } else {
+                    i + self.n_params - self.n_train
+                };
+                self.args[d][arg] = slot.take().ok_or_else(|| anyhow!("missing output {i}"))?;
             }
             self.rng[d] = outs[self.rng_out]
                 .take()
@@ -147,14 +175,19 @@ impl Trainer {
         Ok([v[0], v[1]])
     }
 
-    /// Parameters and named optimizer state, downloaded (and gathered over the mesh).
+    /// Parameters (in `param_specs` order) and named optimizer state, downloaded (and
+    /// gathered over the mesh).
     #[allow(clippy::type_complexity)]
     pub fn download(&self) -> Result<(Vec<Literal>, Vec<(String, Literal)>)> {
         let fetch = |i: usize| {
             self.program
                 .download_arg(i, &self.args.iter().map(|a| &a[i]).collect::<Vec<_>>())
         };
-        let params = (0..self.n_params).map(fetch).collect::<Result<_>>()?;
+        let mut params: Vec<Option<Literal>> = vec![None; self.n_params];
+        for (arg, &i) in self.order.iter().enumerate() {
+            params[i] = Some(fetch(arg)?);
+        }
+        let params = params.into_iter().flatten().collect();
         let state = self
             .state_names
             .iter()
