@@ -71,3 +71,65 @@ fn port_names(name: &str, experts: i64) -> Vec<String> {
         .map(|e| format!("{prefix}.experts.expert_{e}.{proj}.weight"))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> ModelConfig {
+        ModelConfig::from_toml(
+            "vocab_size = 300\ncontext = 8\nd_model = 8\nnum_heads = 2\nnum_switch_layers = 2\nnum_experts = 2\nexpert_hidden = 8\n",
+            "test",
+        )
+        .unwrap()
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn train_only_freezes_everything_else_and_freeze_narrows_it() {
+        let c = cfg();
+        let frozen = frozen_names(&c, &strings(&["model.blocks.1.*"]), &[]).unwrap();
+        assert!(frozen.iter().all(|n| !n.starts_with("model.blocks.1.")));
+        assert!(frozen.iter().any(|n| n.starts_with("model.blocks.0.")));
+        let more = frozen_names(
+            &c,
+            &strings(&["model.blocks.1.*"]),
+            &strings(&["model.blocks.1.self_attn.*"]),
+        )
+        .unwrap();
+        assert!(more.len() > frozen.len());
+        assert!(more
+            .iter()
+            .any(|n| n.starts_with("model.blocks.1.self_attn.")));
+    }
+
+    #[test]
+    fn a_per_expert_name_selects_its_stacked_tensor() {
+        let c = cfg();
+        let frozen = frozen_names(
+            &c,
+            &[],
+            &strings(&["model.blocks.0.feed_forward.mlp.experts.expert_1.wi.weight"]),
+        )
+        .unwrap();
+        assert_eq!(
+            frozen,
+            ["model.blocks.0.feed_forward.mlp.experts.wi.weight"]
+        );
+    }
+
+    #[test]
+    fn patterns_that_match_nothing_or_everything_are_refused() {
+        let c = cfg();
+        let err = frozen_names(&c, &strings(&["model.block.*"]), &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("--train-only model.block.*"),
+            "{err}"
+        );
+        let err = frozen_names(&c, &[], &strings(&["*"])).unwrap_err();
+        assert!(err.to_string().contains("nothing would train"), "{err}");
+    }
+}
