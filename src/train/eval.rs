@@ -7,7 +7,7 @@ use super::batches::batch_literals;
 use super::config::TrainConfig;
 use super::step::{eval_step_program, StepSpec};
 use super::trainer::Trainer;
-use crate::data::source::DataSource;
+use crate::data::source::TrainData;
 use crate::device::{Device, Program};
 use crate::generate::sampling::Rng;
 use crate::model::ModelConfig;
@@ -34,10 +34,11 @@ impl Evaluator {
         cfg: &ModelConfig,
         train: &TrainConfig,
         spec: &StepSpec,
-        examples: &DataSource,
+        data: &TrainData,
         held_out: &[usize],
-        not: i32,
     ) -> Result<Self> {
+        let examples = &data.source;
+        let not = data.tokenizer.special().not as i32;
         let mut eval_spec = spec.clone();
         eval_spec.training = false;
         let program = device.compile(&eval_step_program(cfg, &eval_spec)?)?;

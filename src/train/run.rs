@@ -105,20 +105,9 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         start.trainer.rng,
     )?;
     let not = data.tokenizer.special().not as i32;
-    let evaluator = if split.held_out.is_empty() {
-        None
-    } else {
-        let ev = Evaluator::new(
-            &device,
-            &cfg,
-            &train,
-            &spec,
-            &data.source,
-            &split.held_out,
-            not,
-        );
-        Some(ev?)
-    };
+    let evaluator = (!split.held_out.is_empty())
+        .then(|| Evaluator::new(&device, &cfg, &train, &spec, &data, &split.held_out))
+        .transpose()?;
     let mut tstate = start.trainer;
     let mut params = start.params;
 
