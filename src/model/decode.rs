@@ -64,7 +64,10 @@ pub fn prefill(cfg: &ModelConfig, p: &Params, batch: &Batch, slots: i64) -> (Ten
 
 /// One token per row: writes its keys/values into slot `cur` and returns the next-token
 /// logits `[B, V]` with the updated cache. `token`, `position`: `[B, 1]` s32;
-/// `key_valid`: `[B, M]` pred (slot `cur` included); `cur`: s32 scalar.
+/// `key_valid`: `[B, M]` pred (slot `cur` included); `cur`: s32 scalar (one slot for all
+/// rows), or `[B]` s32 (a slot per row, for continuous batching, where rows joined at
+/// different times; `key_valid` alone then says what each row sees, as nothing past a
+/// row's `cur` is valid).
 pub fn decode_step(
     cfg: &ModelConfig,
     p: &Params,
@@ -79,7 +82,10 @@ pub fn decode_step(
     let (b, h, m, dh) = (dims[2], dims[3], dims[4], dims[5]);
     let s32 = |v: i64| bld.scalar(v as f64, DType::S32);
     let no_prefix = bld.splat(0.0, &Shape::new(DType::Pred, vec![b, m]));
-    let mask = prefix_lm_mask(key_valid, &no_prefix, 1, cur);
+    let per_row = cur.rank() == 1;
+    // Per-row slots: the causal bound is every slot (key_valid already ends at `cur`).
+    let offset = if per_row { s32(m - 1) } else { cur.clone() };
+    let mask = prefix_lm_mask(key_valid, &no_prefix, 1, &offset);
 
     let mut cache = cache.clone();
     let mut x = embed(p, token, position);
@@ -89,9 +95,8 @@ pub fn decode_step(
         }
         let w = attention_weights(p, layer);
         let (q, k, v) = project_qkv(&x, &w, cfg.num_heads);
-        let at = |which: i64| [s32(layer), s32(which), s32(0), s32(0), cur.clone(), s32(0)];
-        cache = cache.dynamic_update_slice(&k.reshape(&[1, 1, b, h, 1, dh]), &at(0));
-        cache = cache.dynamic_update_slice(&v.reshape(&[1, 1, b, h, 1, dh]), &at(1));
+        cache = write_slot(&cache, &k, layer, 0, cur);
+        cache = write_slot(&cache, &v, layer, 1, cur);
         let read = |which: i64| {
             cache
                 .slice(
@@ -113,4 +118,33 @@ pub fn decode_step(
         p.get("final_logits_bias"),
     );
     (logits, cache)
+}
+
+/// Writes one key or value per row, `kv` (`[B, H, dh]` in any shape of that size), into
+/// `cache[layer, which]` at slot `cur`: a scalar slot for all rows, or a slot per row
+/// (`[B]`, written by selecting the slot's one-hot column, since rows differ).
+fn write_slot(cache: &Tensor, kv: &Tensor, layer: i64, which: i64, cur: &Tensor) -> Tensor {
+    let bld = cache.builder();
+    let dims = cache.dims().to_vec();
+    let (b, h, m, dh) = (dims[2], dims[3], dims[4], dims[5]);
+    let s32 = |v: i64| bld.scalar(v as f64, DType::S32);
+    if cur.rank() == 0 {
+        let at = [s32(layer), s32(which), s32(0), s32(0), cur.clone(), s32(0)];
+        return cache.dynamic_update_slice(&kv.reshape(&[1, 1, b, h, 1, dh]), &at);
+    }
+    let old = cache
+        .slice(
+            &[layer, which, 0, 0, 0, 0],
+            &[layer + 1, which + 1, b, h, m, dh],
+            &[1; 6],
+        )
+        .reshape(&[b, h, m, dh]);
+    let slot = bld.iota(&Shape::new(DType::S32, vec![b, m]), 1);
+    let hit = slot
+        .eq(&cur.reshape(&[b, 1]).broadcast_to(&[b, m]))
+        .broadcast_in_dim(&[b, h, m, dh], &[0, 2]);
+    let new = kv.reshape(&[b, h, 1, dh]).broadcast_to(&[b, h, m, dh]);
+    let layer_kv = hit.select(&new, &old).reshape(&[1, 1, b, h, m, dh]);
+    let at = [s32(layer), s32(which), s32(0), s32(0), s32(0), s32(0)];
+    cache.dynamic_update_slice(&layer_kv, &at)
 }
