@@ -86,6 +86,8 @@ pub fn decode_step(
     // Per-row slots: the causal bound is every slot (key_valid already ends at `cur`).
     let offset = if per_row { s32(m - 1) } else { cur.clone() };
     let mask = prefix_lm_mask(key_valid, &no_prefix, 1, &offset);
+    // Per-row slots: a free row (no valid key) takes no expert capacity.
+    let routed = per_row.then(|| key_valid.reduce_or(&[1]).reshape(&[b, 1]));
 
     let mut cache = cache.clone();
     let mut x = embed(p, token, position);
@@ -108,7 +110,7 @@ pub fn decode_step(
         };
         let attn = attend(&q, &read(0), &read(1), &mask, w.out);
         x = add_norm(cfg, p, layer, "self_attn", &x, &attn);
-        let (ff, _) = feed_forward(cfg, p, layer, &x, false, None, None);
+        let (ff, _) = feed_forward(cfg, p, layer, &x, false, None, routed.as_ref());
         x = add_norm(cfg, p, layer, "feed_forward", &x, &ff);
     }
     let last = last_project(p, &x).reshape(&[b, cfg.d_model]);

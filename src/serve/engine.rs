@@ -13,12 +13,14 @@
 //! counter with rows placed so their slots line up, would waste cache and need
 //! compaction; a slot per row keeps each row laid out exactly as `generate` lays out a
 //! lone prompt (prompt at slot 0, token k at slot len + k), so a row computes what it
-//! computes alone. Free rows decode a dummy token with no visible key and are ignored.
+//! computes alone. Free rows decode a dummy token with no visible key, take no expert
+//! capacity, and are ignored.
 //!
 //! Prompts are left-padded to the next power of two (at least [`MIN_BUCKET`]) for their
 //! prefill, so few prefill programs are compiled; padding is invisible to the row, as in
-//! `generate`'s batches. Under the original (non-port) routing, tokens of one decode step
-//! share expert capacity, as rows of `generate`'s batches do.
+//! `generate`'s batches. Under the port's routing (Hugging Face models) rows are fully
+//! independent; under the original routing the active rows of one decode step share
+//! expert capacity, as rows of `generate`'s batches do.
 
 use super::api::{FinishReason, PromptIds, Sampling, Usage};
 use super::programs::{insert_row_program, slot_decode_program};
