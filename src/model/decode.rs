@@ -124,29 +124,23 @@ pub fn decode_step(
 
 /// Writes one key or value per row, `kv` (`[B, H, dh]` in any shape of that size), into
 /// `cache[layer, which]` at slot `cur`: a scalar slot for all rows, or a slot per row
-/// (`[B]`, written by selecting the slot's one-hot column, since rows differ).
+/// (`[B]`: one small update per row, which XLA does in place in the donated cache).
 fn write_slot(cache: &Tensor, kv: &Tensor, layer: i64, which: i64, cur: &Tensor) -> Tensor {
     let bld = cache.builder();
     let dims = cache.dims().to_vec();
-    let (b, h, m, dh) = (dims[2], dims[3], dims[4], dims[5]);
+    let (b, h, dh) = (dims[2], dims[3], dims[5]);
     let s32 = |v: i64| bld.scalar(v as f64, DType::S32);
     if cur.rank() == 0 {
         let at = [s32(layer), s32(which), s32(0), s32(0), cur.clone(), s32(0)];
         return cache.dynamic_update_slice(&kv.reshape(&[1, 1, b, h, 1, dh]), &at);
     }
-    let old = cache
-        .slice(
-            &[layer, which, 0, 0, 0, 0],
-            &[layer + 1, which + 1, b, h, m, dh],
-            &[1; 6],
-        )
-        .reshape(&[b, h, m, dh]);
-    let slot = bld.iota(&Shape::new(DType::S32, vec![b, m]), 1);
-    let hit = slot
-        .eq(&cur.reshape(&[b, 1]).broadcast_to(&[b, m]))
-        .broadcast_in_dim(&[b, h, m, dh], &[0, 2]);
-    let new = kv.reshape(&[b, h, 1, dh]).broadcast_to(&[b, h, m, dh]);
-    let layer_kv = hit.select(&new, &old).reshape(&[1, 1, b, h, m, dh]);
-    let at = [s32(layer), s32(which), s32(0), s32(0), s32(0), s32(0)];
-    cache.dynamic_update_slice(&layer_kv, &at)
+    let rows = kv.reshape(&[b, h, dh]);
+    let mut cache = cache.clone();
+    for r in 0..b {
+        let one = rows.slice_dim(0, r, r + 1).reshape(&[1, 1, 1, h, 1, dh]);
+        let slot = cur.slice_dim(0, r, r + 1).reshape(&[]);
+        let at = [s32(layer), s32(which), s32(r), s32(0), slot, s32(0)];
+        cache = cache.dynamic_update_slice(&one, &at);
+    }
+    cache
 }

@@ -8,7 +8,7 @@
 //!
 //! Rows join at different times, so their caches fill at different slots. The generator's
 //! decode program writes every row at one shared `cur`; ours ([`slot_decode_program`])
-//! takes `cur [B]` and writes each row at its own slot (a one-hot select per layer), and
+//! takes `cur [B]` and writes each row at its own slot (a small in-place update per row), and
 //! each row's `key_valid` says which slots it sees. The alternative, one shared slot
 //! counter with rows placed so their slots line up, would waste cache and need
 //! compaction; a slot per row keeps each row laid out exactly as `generate` lays out a
