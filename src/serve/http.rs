@@ -36,6 +36,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/v1/completions", post(completions))
         .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError {
+                status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                message: "method not allowed".into(),
+                kind: "invalid_request_error",
+            }
+        })
         .with_state(state)
 }
 

@@ -118,6 +118,9 @@ fn serve(
             .await
             .context("the server failed")
     });
+    // Tasks left in the runtime may still hold a job sender; the engine stops once all
+    // are gone.
+    drop(runtime);
     engine.shutdown();
     served
 }
