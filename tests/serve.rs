@@ -97,14 +97,17 @@ impl Server {
         self.client.complete(body)
     }
 
-    /// SIGTERM, then the exit status and everything written to stderr.
-    fn terminate(mut self) -> (bool, String) {
+    fn sigterm(&self) {
         let pid = self.child.id().to_string();
         let sent = std::process::Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .expect("kill runs");
         assert!(sent.success());
+    }
+
+    /// After SIGTERM: the exit status and everything written to stderr.
+    fn wait(mut self) -> (bool, String) {
         let stderr = self.stderr.recv_timeout(TIMEOUT).expect("the server exits");
         let status = self.child.wait().expect("the server is reaped");
         (status.success(), stderr)
@@ -335,10 +338,29 @@ fn serves_greedy_text_equal_to_generate_batched_streamed_and_with_json_errors() 
     assert_eq!(status, 404);
     assert!(text.contains("\"error\""));
 
-    // SIGTERM drains and stops; every request left one log line.
-    let (ok, stderr) = server.terminate();
+    // SIGTERM during a streamed request: it still runs to its end, then the server stops;
+    // every request left one log line.
+    let body = json!({
+        "prompt": PROMPTS[0], "max_tokens": 40, "temperature": 0, "stream": true, "ignore_eos": true
+    });
+    let mut response = Client::agent()
+        .post(&format!("{}/v1/completions", server.client.base))
+        .send(&body.to_string())
+        .unwrap();
+    let mut events = BufReader::new(response.body_mut().as_reader())
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| l.strip_prefix("data: ").map(str::to_string));
+    let first = events.next().expect("a first chunk");
+    assert!(first.starts_with('{'), "{first}");
+    server.sigterm();
+    let rest: Vec<String> = events.collect();
+    assert_eq!(rest.last().map(String::as_str), Some("[DONE]"), "{rest:?}");
+    let finish: Value = serde_json::from_str(&rest[rest.len() - 2]).unwrap();
+    assert_eq!(finish["choices"][0]["finish_reason"], "length");
+    let (ok, stderr) = server.wait();
     assert!(ok, "the server did not stop cleanly: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     let logged = stderr.matches("POST /v1/completions").count();
-    assert_eq!(logged, 1 + PROMPTS.len() + 1 + 1 + 7, "{stderr}");
+    assert_eq!(logged, 1 + PROMPTS.len() + 1 + 1 + 7 + 1, "{stderr}");
 }

@@ -97,7 +97,7 @@ async fn completions(State(state): State<Arc<AppState>>, body: Bytes) -> Respons
     };
     log.stream = request.stream;
     log.prompts = request.prompts.len();
-    let events = match submit(&state, &request) {
+    let events = match submit(&state.jobs, &request) {
         Ok(rx) => rx,
         Err(e) => return failed(&mut log, e),
     };
@@ -140,7 +140,7 @@ fn now() -> u64 {
 /// Queues every prompt of the request; a full queue refuses the whole request (prompts
 /// already queued are dropped by the engine once it sees nobody waits for them).
 fn submit(
-    state: &AppState,
+    jobs: &SyncSender<Job>,
     request: &Validated,
 ) -> Result<UnboundedReceiver<(usize, Event)>, ApiError> {
     let (tx, rx) = unbounded_channel();
@@ -152,7 +152,7 @@ fn submit(
             sampling: sampling.clone(),
             events: tx.clone(),
         };
-        state.jobs.try_send(job).map_err(|e| match e {
+        jobs.try_send(job).map_err(|e| match e {
             TrySendError::Full(_) => ApiError::busy("the request queue is full; try again later"),
             TrySendError::Disconnected(_) => ApiError::busy("the server is shutting down"),
         })?;
@@ -260,5 +260,42 @@ async fn next_event(s: &mut Streaming) -> Option<SseEvent> {
             s.log.usage.completion_tokens += usage.completion_tokens;
             Some(chunk(s, index, String::new(), Some(reason)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::sampling::Strategy;
+    use crate::serve::api::{PromptIds, Sampling};
+
+    fn request(prompts: usize) -> Validated {
+        let p = PromptIds {
+            ids: vec![1, 2],
+            types: vec![1, 0],
+        };
+        Validated {
+            prompts: vec![p; prompts],
+            sampling: Sampling {
+                strategy: Strategy::Greedy,
+                seed: 0,
+                max_tokens: 4,
+                stop: Vec::new(),
+                stop_at_eot: true,
+            },
+            stream: false,
+        }
+    }
+
+    #[test]
+    fn a_full_queue_or_a_stopped_engine_is_a_503() {
+        let (jobs, queue) = std::sync::mpsc::sync_channel(2);
+        assert!(submit(&jobs, &request(2)).is_ok());
+        let full = submit(&jobs, &request(1)).unwrap_err();
+        assert_eq!(full.status.as_u16(), 503);
+        assert!(full.message.contains("queue is full"), "{}", full.message);
+        drop(queue);
+        let gone = submit(&jobs, &request(1)).unwrap_err();
+        assert_eq!(gone.status.as_u16(), 503);
     }
 }
