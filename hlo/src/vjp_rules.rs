@@ -411,28 +411,49 @@ fn dot_lhs_vjp(g: &Tensor, lhs: &Tensor, rhs: &Tensor, d: &DotDims) -> Tensor {
 }
 
 /// d rhs = g (contract lhs-free dims with lhs) then transposed into rhs layout.
+///
+/// Both of g and lhs are contracted over their leading (non-batch) dimensions. XLA's CPU
+/// dot wants the left operand's contracting dimensions last, so whichever of the two is
+/// the left operand gets physically transposed: the smaller one is put there. For a tied
+/// LM head that keeps the `[tokens, vocab]` gradient from being transposed on every step.
 fn dot_rhs_vjp(g: &Tensor, lhs: &Tensor, rhs: &Tensor, d: &DotDims) -> Tensor {
     let nb = d.lhs_batch.len() as i64;
     let lf = free_dims(lhs.rank(), &d.lhs_batch, &d.lhs_contracting);
     let rf = free_dims(rhs.rank(), &d.rhs_batch, &d.rhs_contracting);
-    let t = g.dot_general(
-        lhs,
-        DotDims {
-            lhs_batch: (0..nb).collect(),
-            rhs_batch: d.lhs_batch.clone(),
-            lhs_contracting: (nb..nb + lf.len() as i64).collect(),
-            rhs_contracting: lf,
-        },
-    );
-    // Result axes: batch, rhs free, then lhs contracting dims in ascending lhs order.
-    let mut src: Vec<i64> = d.rhs_batch.clone();
-    src.extend(&rf);
+    let g_dims = DotDims {
+        lhs_batch: (0..nb).collect(),
+        rhs_batch: d.lhs_batch.clone(),
+        lhs_contracting: (nb..nb + lf.len() as i64).collect(),
+        rhs_contracting: lf,
+    };
+    // The rhs dimensions that the lhs contracting dims came from, in ascending lhs order.
     let mut lc_sorted = d.lhs_contracting.clone();
     lc_sorted.sort_unstable();
-    for lc in lc_sorted {
-        let pos = d.lhs_contracting.iter().position(|&c| c == lc).unwrap_or(0);
-        src.push(d.rhs_contracting[pos]);
-    }
+    let from_lhs: Vec<i64> = lc_sorted
+        .iter()
+        .map(|lc| {
+            let pos = d.lhs_contracting.iter().position(|c| c == lc).unwrap_or(0);
+            d.rhs_contracting[pos]
+        })
+        .collect();
+    let mut src: Vec<i64> = d.rhs_batch.clone();
+    let t = if g.shape().element_count() > lhs.shape().element_count() {
+        // lhs on the left: result axes batch, lhs contracting (as rhs dims), rhs free.
+        let swapped = DotDims {
+            lhs_batch: g_dims.rhs_batch.clone(),
+            rhs_batch: g_dims.lhs_batch.clone(),
+            lhs_contracting: g_dims.rhs_contracting.clone(),
+            rhs_contracting: g_dims.lhs_contracting.clone(),
+        };
+        src.extend(&from_lhs);
+        src.extend(&rf);
+        lhs.dot_general(g, swapped)
+    } else {
+        // g on the left: result axes batch, rhs free, lhs contracting (as rhs dims).
+        src.extend(&rf);
+        src.extend(&from_lhs);
+        g.dot_general(lhs, g_dims)
+    };
     t.transpose(&inverse(&src))
 }
 

@@ -7,6 +7,7 @@ pub mod batch_input;
 pub mod bench;
 pub mod bench_model;
 pub mod bench_serve;
+pub mod data;
 pub mod devices;
 pub mod export;
 pub mod fill_mask;
@@ -52,6 +53,9 @@ pub enum Command {
     Vector(vector::Args),
     /// Serve OpenAI-style completions over HTTP, batching concurrent requests.
     Serve(serve::Args),
+    /// Prepare training data (lm, mlm, hybrid; classes) as token shards, or inspect it.
+    #[command(subcommand)]
+    Data(data::Command),
     /// Train a model (default: configs/tiny.toml on the built-in corpus), then print samples.
     Train(train::Args),
     /// Export the StableHLO text and executables of every program, with a manifest.
@@ -75,6 +79,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve::run(args),
         Command::Export(args) => export::run(args),
         Command::Params(args) => params::run(args),
+        Command::Data(cmd) => data::run(cmd),
         Command::Train(args) => train::run(args),
         Command::Bench(cmd) => bench::run(cmd),
     }

@@ -1,4 +1,4 @@
-//! `gptsan train`: train a model on the built-in corpus or text files.
+//! `gptsan train`: train a model on the built-in corpus, text files or prepared data.
 
 use crate::train::run::{run as run_training, RunOptions};
 use anyhow::Result;
@@ -13,9 +13,21 @@ pub struct Args {
     /// `built-in`, or text files (one document per line).
     #[arg(long, num_args = 1.., default_value = "built-in")]
     pub corpus: Vec<String>,
+    /// A folder made by `gptsan data prepare` (its vocabulary and sequence length are used).
+    #[arg(long, conflicts_with = "corpus")]
+    pub data: Option<PathBuf>,
     /// Number of steps (overrides the config).
     #[arg(long)]
     pub steps: Option<u64>,
+    /// Examples per step (overrides the config).
+    #[arg(long)]
+    pub batch_size: Option<i64>,
+    /// Tokens per example (overrides the config; with --data it must match the data).
+    #[arg(long)]
+    pub seq_len: Option<i64>,
+    /// Peak learning rate of the schedule (overrides the config).
+    #[arg(long)]
+    pub lr: Option<f64>,
     /// Run folder: checkpoints, metrics.jsonl, vocabulary (default runs/<config name>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -56,6 +68,7 @@ pub fn run(args: Args) -> Result<()> {
     let opts = RunOptions {
         config: args.config,
         corpus: args.corpus,
+        data: args.data,
         out,
         resume: args.resume,
         steps: args.steps,
@@ -65,6 +78,9 @@ pub fn run(args: Args) -> Result<()> {
         plugin: args.plugin,
         progress: !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         samples: args.samples,
+        batch_size: args.batch_size,
+        seq_len: args.seq_len,
+        lr: args.lr,
     };
     let summary = run_training(&opts)?;
     if let (Some(first), Some(last)) = (summary.metrics.first(), summary.metrics.last()) {

@@ -1,5 +1,12 @@
 //! Training data: reading corpora and packing token streams into fixed-length examples.
 //!
+//! Prepared data (`gptsan data prepare`, SPEC section 5): [`inputs`] (which files, which
+//! class), [`rules`] (the token rules of one example), [`windows`] (a document cut into
+//! examples), [`shards`] (the on-disk format and its memory-mapped reader), [`prepare`]
+//! (the parallel, atomic pipeline), [`inspect`] (examples decoded for people) and
+//! [`source`] (what training reads examples from).
+//!
+//! Raw text for `train --corpus`:
 //! `lm` mode (SPEC section 5): every example is `[SOT, SEG] + tokens + [EOT]`, padded with
 //! NOT; the target of position t is the token at t+1, and padding is not a target. Lines of
 //! one class are joined with line breaks into one stream and cut into windows, so short
@@ -7,6 +14,14 @@
 
 use anyhow::{bail, Result};
 use rayon::prelude::*;
+
+pub mod inputs;
+pub mod inspect;
+pub mod prepare;
+pub mod rules;
+pub mod shards;
+pub mod source;
+pub mod windows;
 
 /// Ignored target (PyTorch's `ignore_index`).
 pub const IGNORE: i32 = -100;
@@ -29,6 +44,8 @@ pub struct PackTokens {
 pub struct Example {
     pub input_ids: Vec<i32>,
     pub labels: Vec<i32>,
+    /// 1: the position is in the visible prefix (SOT and an MLM prefix), else 0.
+    pub token_types: Vec<i32>,
     pub class_id: u32,
 }
 
@@ -90,6 +107,7 @@ fn make_example(chunk: &[u32], len: usize, tokens: PackTokens, class_id: u32) ->
     Example {
         input_ids: seq,
         labels,
+        token_types: vec![0; len],
         class_id,
     }
 }

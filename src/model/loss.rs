@@ -34,10 +34,88 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> (Tensor, Tensor, Tenso
     (loss, lse, validf)
 }
 
+/// [`cross_entropy`] of a tied LM head without indexing the logits: the label's logit is
+/// recomputed as `h . wte[label] + bias[label]` from `h [B, T, d]` (the head's input),
+/// the embedding `wte [V, d]` and `bias [1, V]`. Reading `[B*T, V]` logits at the labels
+/// cost a full pass over them, and its gradient a scatter into the logits gradient;
+/// this reads B*T rows of the embedding instead.
+pub fn lm_head_cross_entropy(
+    logits: &Tensor,
+    h: &Tensor,
+    wte: &Tensor,
+    bias: &Tensor,
+    labels: &Tensor,
+) -> (Tensor, Tensor, Tensor) {
+    let b = logits.builder();
+    let v = logits.dims()[logits.rank() - 1];
+    let d = h.dims()[h.rank() - 1];
+    let n: i64 = labels.dims().iter().product();
+    let labels = labels.reshape(&[n]);
+    let valid = labels.ne(&b.scalar(-100.0, DType::S32));
+    let safe = valid.select(&labels, &b.scalar(0.0, DType::S32));
+    let h = h.reshape(&[n, d]).convert(DType::F32);
+    let rows = wte.take_rows(&safe).convert(DType::F32); // [N, d]
+    let picked = h
+        .mul(&rows)
+        .reduce_sum(&[1])
+        .add(&bias.reshape(&[v]).take_rows(&safe).convert(DType::F32));
+    let lse = logits.convert(DType::F32).reshape(&[n, v]).logsumexp(1);
+    let validf = valid.convert(DType::F32);
+    let count = validf.sum_all().max(&b.scalar(1.0, DType::F32));
+    let loss = lse.sub(&picked).mul(&validf).sum_all().div(&count);
+    (loss, lse, validf)
+}
+
 /// `mean over labelled tokens of logsumexp(logits)^2` (the original's z-loss, before its
 /// coefficient).
 pub fn z_loss(lse: &Tensor, valid: &Tensor) -> Tensor {
     let b = lse.builder();
     let count = valid.sum_all().max(&b.scalar(1.0, DType::F32));
     lse.square().mul(valid).sum_all().div(&count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::gptsan::lm_head;
+    use hlo::{Builder, Literal, Shape};
+
+    /// The tied-head cross entropy equals the plain one (loss, log-sum-exp) and so do
+    /// their gradients with respect to the head's input and the embedding.
+    #[test]
+    fn tied_head_cross_entropy_equals_the_plain_one() {
+        let (n, d, v) = (6, 3, 7);
+        let b = Builder::new("ce");
+        let h = b.parameter("h", Shape::new(DType::F32, vec![1, n, d]));
+        let wte = b.parameter("wte", Shape::new(DType::F32, vec![v, d]));
+        let bias = b.parameter("bias", Shape::new(DType::F32, vec![1, v]));
+        let labels = b.parameter("labels", Shape::new(DType::S32, vec![1, n]));
+        let logits = lm_head(&h, &wte, &bias);
+        let (plain, lse_p, _) = cross_entropy(&logits, &labels);
+        let (tied, lse_t, _) = lm_head_cross_entropy(&logits, &h, &wte, &bias, &labels);
+        let wrt = [h.clone(), wte.clone(), bias.clone()];
+        let gp = hlo::autodiff::grad(&plain, &wrt).unwrap();
+        let gt = hlo::autodiff::grad(&tied, &wrt).unwrap();
+        let mut outs = vec![&plain, &tied, &lse_p, &lse_t];
+        outs.extend(gp.iter().chain(&gt));
+        let f = b.build(&outs).unwrap();
+        let vals = |k: i64, s: f32| {
+            (0..k)
+                .map(|i| (i as f32 * 0.71 + s).sin())
+                .collect::<Vec<_>>()
+        };
+        let args = [
+            Literal::from_slice(&[1, n, d], &vals(n * d, 0.2)).unwrap(),
+            Literal::from_slice(&[v, d], &vals(v * d, 0.5)).unwrap(),
+            Literal::from_slice(&[1, v], &vals(v, 0.9)).unwrap(),
+            Literal::from_slice(&[1, n], &[3i32, -100, 0, 6, 6, -100]).unwrap(),
+        ];
+        let r = hlo::interpret::evaluate(&f, &args).unwrap();
+        for (a, b) in [(0, 1), (2, 3), (4, 7), (5, 8), (6, 9)] {
+            let (x, y) = (r[a].to_f64_vec(), r[b].to_f64_vec());
+            for (p, q) in x.iter().zip(&y) {
+                assert!((p - q).abs() <= 1e-5, "outputs {a} and {b}: {p} vs {q}");
+            }
+        }
+    }
 }

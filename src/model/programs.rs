@@ -3,7 +3,7 @@
 
 use super::config::ModelConfig;
 use super::gptsan::{forward, Batch, Params};
-use super::loss::cross_entropy;
+use super::loss::lm_head_cross_entropy;
 use super::params::{param_sharding, param_specs};
 use anyhow::{anyhow, Result};
 use hlo::{Builder, DType, Function, Mesh, PartitionSpec, Shape, Tensor};
@@ -69,7 +69,13 @@ pub fn forward_program(cfg: &ModelConfig, shape: ForwardShape) -> Result<Functio
     let params = Params::declare(&b, &specs, DType::F32);
     let (batch, labels) = declare_batch(&b, cfg, shape.batch, shape.len, shape.spout);
     let out = forward(cfg, &params, &batch, false, None);
-    let (loss, _, _) = cross_entropy(&out.logits, &labels);
+    let (loss, _, _) = lm_head_cross_entropy(
+        &out.logits,
+        &out.last_hidden,
+        params.get("model.embed_tokens.weight"),
+        params.get("final_logits_bias"),
+        &labels,
+    );
 
     let mut named: Vec<(String, Tensor)> = vec![
         ("logits".into(), out.logits.clone()),

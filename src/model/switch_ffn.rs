@@ -117,6 +117,103 @@ fn dispatch_local(dispatch: &Tensor, xg: &Tensor, w: &SwitchWeights) -> Tensor {
     )
 }
 
+/// Each token through its own expert, with that expert's weights gathered: `x [N, d]`,
+/// `expert [B, T]` s32 (N = B*T), `kept [N]` (1: the token got a slot) -> `[N, d]`, zero
+/// for dropped tokens. The same values as the one-hot dispatch, but a decode step reads
+/// one expert's weights per token instead of every expert's (it is bandwidth bound).
+fn chosen_experts(x: &Tensor, expert: &Tensor, kept: &Tensor, w: &SwitchWeights) -> Tensor {
+    let n = x.dims()[0];
+    let expert = expert.reshape(&[n]);
+    let wi = w.wi.take_rows(&expert).convert(x.dtype()); // [N, f, d]
+    let wo = w.wo.take_rows(&expert).convert(x.dtype()); // [N, d, f]
+    let per_token = |lhs: &Tensor, rhs: &Tensor| {
+        lhs.dot_general(
+            rhs,
+            DotDims {
+                lhs_batch: vec![0],
+                rhs_batch: vec![0],
+                lhs_contracting: vec![1],
+                rhs_contracting: vec![2],
+            },
+        )
+    };
+    let hidden = per_token(x, &wi).relu(); // [N, f]
+    per_token(&hidden, &wo).mul(&kept.convert(x.dtype()).expand_dim(-1))
+}
+
+/// Tokens to their experts' capacity slots by index instead of one-hot einsums: every
+/// kept token has a unique slot `expert * C + position` in its group, so the expert inputs
+/// are a gather of token rows (empty slots read a zero row) and each token's output a
+/// gather of its slot (dropped tokens read a zero slot). The same values as
+/// [`dispatch_local`] without its `N x E x C x d` multiply-adds.
+/// `xg [G, N, d]`, `expert [G, N]` s32, `position`/`kept` `[G, N]` f32 -> `[G, N, d]`.
+fn dispatch_by_index(
+    xg: &Tensor,
+    expert: &Tensor,
+    position: &Tensor,
+    kept: &Tensor,
+    cap: i64,
+    w: &SwitchWeights,
+) -> Tensor {
+    let b = xg.builder();
+    let (g, n, d) = (xg.dims()[0], xg.dims()[1], xg.dims()[2]);
+    let e = w.router.dims()[0];
+    let per_group = e * cap + 1; // the last slot of a group collects dropped tokens
+    let s32 = |v: i64| b.scalar(v as f64, DType::S32);
+    let iota = |dims: &[i64], dim: i64| b.iota(&Shape::new(DType::S32, dims.to_vec()), dim);
+    // Global slot of every token: group * per_group + (expert * C + position | dump slot).
+    let local = expert.mul(&s32(cap)).add(&position.convert(DType::S32));
+    let local = kept
+        .gt(&b.scalar(0.0, DType::F32))
+        .select(&local, &s32(e * cap));
+    let slot_of_token = iota(&[g, n], 0)
+        .mul(&s32(per_group))
+        .add(&local)
+        .reshape(&[g * n]);
+    // Token of every slot (+1; 0 = empty), by scattering token ids to their slots.
+    let token_ids = iota(&[g * n], 0).add(&s32(1));
+    let filled = b
+        .splat(0.0, &Shape::new(DType::S32, vec![g * per_group]))
+        .scatter_add(
+            &slot_of_token.reshape(&[g * n, 1]),
+            &token_ids,
+            hlo::ir::ScatterDims {
+                update_window_dims: vec![],
+                inserted_window_dims: vec![0],
+                scatter_dims_to_operand_dims: vec![0],
+                index_vector_dim: 1,
+            },
+        );
+    let token_of_slot = filled
+        .reshape(&[g, per_group])
+        .slice_dim(1, 0, e * cap)
+        .reshape(&[g, e, cap]);
+    // Empty slots (0) read row G*N, a zero row appended to the tokens.
+    let token_of_slot = token_of_slot
+        .eq(&s32(0))
+        .select(&s32(g * n + 1), &token_of_slot)
+        .sub(&s32(1));
+    let zero_row = |rows: &Tensor| {
+        let z = b.splat(0.0, &Shape::new(rows.dtype(), vec![1, d]));
+        b.concatenate(&[rows.clone(), z], 0)
+    };
+    let expert_in = zero_row(&xg.reshape(&[g * n, d])).take_rows(&token_of_slot); // [G,E,C,d]
+    let expert_out = run_experts(&expert_in, w) // [E, G, C, d]
+        .transpose(&[1, 0, 2, 3])
+        .reshape(&[g, e * cap, d]);
+    let with_dump = b.concatenate(
+        &[
+            expert_out,
+            b.splat(0.0, &Shape::new(xg.dtype(), vec![g, 1, d])),
+        ],
+        1,
+    );
+    with_dump
+        .reshape(&[g * per_group, d])
+        .take_rows(&slot_of_token)
+        .reshape(&[g, n, d])
+}
+
 /// The mesh to run expert parallelism on: one with a `model` axis of size M > 1 that
 /// divides the tokens of a group and the experts.
 fn expert_parallel_mesh(x: &Tensor, group_len: i64, experts: i64) -> Option<Mesh> {
@@ -201,6 +298,48 @@ pub fn switch_ffn(
     jitter: Option<&Tensor>,
     routed: Option<&Tensor>,
 ) -> SwitchOutput {
+    switch_ffn_with(x, w, cfg, training, jitter, routed, None)
+}
+
+/// How tokens reach their experts' slots (all give the same values).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Dispatch {
+    /// One-hot einsums over `[G, N, E, C]`.
+    OneHot,
+    /// Gathers of token rows by slot index.
+    ByIndex,
+    /// Each token through its own expert's gathered weights (fewer tokens than experts).
+    ChosenWeights,
+    /// Expert parallelism over the mesh's `model` axis.
+    AllToAll(Mesh),
+}
+
+/// The dispatch for `tokens` tokens in groups of `group_len` on `x`'s mesh.
+fn choose_dispatch(x: &Tensor, tokens: i64, group_len: i64, experts: i64) -> Dispatch {
+    if let Some(m) = expert_parallel_mesh(x, group_len, experts) {
+        return Dispatch::AllToAll(m);
+    }
+    if x.builder().mesh().is_some() {
+        // Tokens replicated over the mesh, experts split: XLA partitions the einsums.
+        return Dispatch::OneHot;
+    }
+    if tokens < experts {
+        Dispatch::ChosenWeights
+    } else {
+        Dispatch::ByIndex
+    }
+}
+
+/// [`switch_ffn`] with the dispatch forced (tests compare them).
+fn switch_ffn_with(
+    x: &Tensor,
+    w: &SwitchWeights,
+    cfg: &RouterConfig,
+    training: bool,
+    jitter: Option<&Tensor>,
+    routed: Option<&Tensor>,
+    forced: Option<Dispatch>,
+) -> SwitchOutput {
     let b = x.builder();
     let (batch, seq, d) = (x.dims()[0], x.dims()[1], x.dims()[2]);
     let e = w.router.dims()[0];
@@ -243,9 +382,24 @@ pub fn switch_ffn(
     let dispatch = slot.mul(&kept_mask.expand_dim(-1)).convert(x.dtype());
 
     let xg = x.reshape(&[groups, n, d]);
-    let combined = match expert_parallel_mesh(x, n, e) {
-        Some(m) => dispatch_all_to_all(&dispatch, &xg, w, &m),
-        None => dispatch_local(&dispatch, &xg, w),
+    let kept_tokens = || kept_mask.reduce_sum(&[-1]); // [G, N]
+    let how = forced.unwrap_or_else(|| choose_dispatch(x, batch * seq, n, e));
+    let combined = match how {
+        Dispatch::AllToAll(m) => dispatch_all_to_all(&dispatch, &xg, w, &m),
+        Dispatch::OneHot => dispatch_local(&dispatch, &xg, w),
+        Dispatch::ChosenWeights => chosen_experts(
+            &x.reshape(&[batch * seq, d]),
+            &expert,
+            &kept_tokens().reshape(&[batch * seq]),
+            w,
+        )
+        .reshape(&[groups, n, d]),
+        Dispatch::ByIndex => {
+            // Queue position of each token in its expert.
+            let position = priority.mul(&onehot).reduce_sum(&[-1]).sub_scalar(1.0);
+            let expert_g = expert.reshape(&[groups, n]);
+            dispatch_by_index(&xg, &expert_g, &position, &kept_tokens(), cap, w)
+        }
     }; // [G, N, d]
     let combined = combined.reshape(&[batch, seq, d]);
     let kept = kept_mask.reduce_sum(&[-1]).reshape(&[batch, seq]);
@@ -274,5 +428,117 @@ pub fn switch_ffn(
         expert,
         kept: kept.convert(DType::S32),
         balance_loss,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::RouterConfig;
+    use hlo::{Builder, Literal};
+
+    const D: i64 = 4;
+    const E: i64 = 4;
+    const F: i64 = 6;
+
+    /// Switch outputs `[N*d]`, `kept [N]` and the gradient of `sum(out^2)` for `wi`, for
+    /// `x` of `tokens` tokens of which the first `routed` take part in routing.
+    fn run(
+        cfg: &RouterConfig,
+        x: &[f32],
+        tokens: i64,
+        routed: i64,
+        how: Dispatch,
+    ) -> (Vec<f32>, Vec<i32>, Vec<f32>) {
+        let b = Builder::new("switch");
+        let xs = b.parameter("x", Shape::new(DType::F32, vec![1, tokens, D]));
+        let router = b.parameter("router", Shape::new(DType::F32, vec![E, D]));
+        let wi = b.parameter("wi", Shape::new(DType::F32, vec![E, F, D]));
+        let wo = b.parameter("wo", Shape::new(DType::F32, vec![E, D, F]));
+        let mask = b
+            .iota(&Shape::new(DType::S32, vec![1, tokens]), 1)
+            .lt(&b.scalar(routed as f64, DType::S32));
+        let w = SwitchWeights {
+            router: &router,
+            wi: &wi,
+            wo: &wo,
+        };
+        let out = switch_ffn_with(&xs, &w, cfg, true, None, Some(&mask), Some(how));
+        let loss = out.out.square().sum_all();
+        let grads = hlo::autodiff::grad(&loss, std::slice::from_ref(&wi)).unwrap();
+        let f = b.build(&[&out.out, &out.kept, &grads[0]]).unwrap();
+        let vals = |n: i64, k: f32| {
+            (0..n)
+                .map(|i| (i as f32 * 0.37 + k).sin())
+                .collect::<Vec<f32>>()
+        };
+        let args = [
+            Literal::from_slice(&[1, tokens, D], x).unwrap(),
+            Literal::from_slice(&[E, D], &vals(E * D, 0.1)).unwrap(),
+            Literal::from_slice(&[E, F, D], &vals(E * F * D, 0.2)).unwrap(),
+            Literal::from_slice(&[E, D, F], &vals(E * D * F, 0.3)).unwrap(),
+        ];
+        let r = hlo::interpret::evaluate(&f, &args).unwrap();
+        (
+            r[0].to_vec::<f32>().unwrap(),
+            r[1].to_vec::<i32>().unwrap(),
+            r[2].to_vec::<f32>().unwrap(),
+        )
+    }
+
+    fn close(a: &[f32], b: &[f32], what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}");
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() <= 1e-5, "{what}: {x} vs {y}");
+        }
+    }
+
+    /// Every dispatch gives the one-hot einsums' outputs and gradients: dropped tokens
+    /// (capacity edges), padding that takes no slot, both routing semantics.
+    #[test]
+    fn every_dispatch_equals_the_one_hot_einsums() {
+        // Similar tokens pick the same expert, so small capacities drop some.
+        let x = |n: i64| -> Vec<f32> {
+            (0..n * D)
+                .map(|i| {
+                    ((i % D) as f32 * 0.91).cos()
+                        + 0.01 * (i / D) as f32
+                        + 0.3 * ((i / D) % 2) as f32
+                })
+                .collect()
+        };
+        let cases = [
+            (RoutingSemantics::Hf, 1, 3, 3, Dispatch::ChosenWeights),
+            (RoutingSemantics::Hf, 8, 3, 3, Dispatch::ChosenWeights),
+            (RoutingSemantics::Original, 0, 3, 3, Dispatch::ChosenWeights),
+            (RoutingSemantics::Hf, 2, 9, 7, Dispatch::ByIndex),
+            (RoutingSemantics::Hf, 16, 9, 9, Dispatch::ByIndex),
+            (RoutingSemantics::Original, 0, 12, 10, Dispatch::ByIndex),
+        ];
+        let mut dropped = 0;
+        for (semantics, capacity, tokens, routed, how) in cases {
+            let cfg = RouterConfig {
+                semantics,
+                expert_capacity: capacity,
+                min_capacity: 1,
+                capacity_factor_train: 0.5,
+                group_size: 4,
+                jitter: 0.0,
+                ..RouterConfig::default()
+            };
+            let what = format!("{semantics:?} capacity {capacity}, {tokens} tokens, {how:?}");
+            let want = run(&cfg, &x(tokens), tokens, routed, Dispatch::OneHot);
+            let got = run(&cfg, &x(tokens), tokens, routed, how);
+            assert_eq!(got.1, want.1, "{what}: kept");
+            close(&got.0, &want.0, &what);
+            close(&got.2, &want.2, &format!("{what}: gradient"));
+            let routed = routed as usize;
+            dropped += got.1[..routed].iter().filter(|&&k| k == 0).count();
+            assert!(
+                got.1[routed..].iter().all(|&k| k == 0),
+                "{what}: padding took a slot"
+            );
+        }
+        assert!(dropped > 0, "no case dropped a token");
     }
 }

@@ -215,6 +215,16 @@ pub enum Schedule {
 }
 
 impl Schedule {
+    /// Replaces the peak learning rate (`train --lr`); the schedule's shape stays.
+    pub fn set_base_lr(&mut self, lr: f64) {
+        match self {
+            Schedule::InverseSqrt { base_lr, .. } | Schedule::Cosine { base_lr, .. } => {
+                *base_lr = lr
+            }
+            Schedule::Constant { lr: l } => *l = lr,
+        }
+    }
+
     /// Learning rate for the 1-based `step`.
     pub fn lr(&self, step: u64) -> f64 {
         let s = step.max(1) as f64;

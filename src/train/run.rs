@@ -5,7 +5,8 @@
 use super::checkpoint::{self, TrainerState};
 use super::config::{SpoutMode, TrainConfig};
 use super::step::{param_sharding, split_params, train_step_program, LossKind, StepSpec};
-use crate::data::{pack_lm, shuffled_order, Example, PackTokens};
+use crate::data::source::{self, TrainData};
+use crate::data::{shuffled_order, Example};
 use crate::device::Device;
 use crate::generate::sampling::{Rng, Strategy};
 use crate::generate::{GenerateOptions, Generator};
@@ -28,6 +29,8 @@ pub struct RunOptions {
     pub config: Option<PathBuf>,
     /// `built-in`, or text files (one document per line).
     pub corpus: Vec<String>,
+    /// A folder made by `gptsan data prepare` (replaces `corpus`).
+    pub data: Option<PathBuf>,
     pub out: PathBuf,
     pub resume: bool,
     pub steps: Option<u64>,
@@ -39,6 +42,10 @@ pub struct RunOptions {
     pub plugin: Option<String>,
     pub progress: bool,
     pub samples: Option<usize>,
+    /// Command-line overrides of the `[train]` table.
+    pub batch_size: Option<i64>,
+    pub seq_len: Option<i64>,
+    pub lr: Option<f64>,
 }
 
 /// Identifies a run: resuming with other settings is refused.
@@ -48,6 +55,9 @@ pub struct RunMeta {
     pub train: TrainConfig,
     pub corpus: Vec<String>,
     pub mesh: Option<String>,
+    /// Prepared data (folder, vocabulary hash, size); absent for raw text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
 }
 
 /// One metrics line.
@@ -190,19 +200,12 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or("configs/tiny.toml".into());
-    if let Some(s) = opts.steps {
-        train.steps = s;
-    }
-    if let Some(k) = opts.checkpoint_every {
-        train.checkpoint_every = k;
-    }
-    if let Some(s) = opts.samples {
-        train.samples = s;
-    }
+    apply_overrides(&mut train, opts)?;
     let mesh = match &opts.mesh {
         Some(m) => parse_mesh(m)?,
         None => Mesh::new(&[("data", 1), ("model", 1)]),
     };
+    let data = open_training_data(opts, &cfg, &mut train, &config_name)?;
     let meta = RunMeta {
         model: cfg.clone(),
         train: TrainConfig {
@@ -211,35 +214,17 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
             checkpoint_every: 0,
             ..train.clone()
         },
-        corpus: opts.corpus.clone(),
+        corpus: if data.id.is_some() {
+            Vec::new()
+        } else {
+            opts.corpus.clone()
+        },
         mesh: opts.mesh.clone(),
+        data: data.id.clone(),
     };
-    let tok = Tokenizer::builtin();
-    if tok.vocab_size() as i64 != cfg.vocab_size {
-        bail!(
-            "{config_name}: vocab_size {} does not match the built-in vocabulary ({} tokens)",
-            cfg.vocab_size,
-            tok.vocab_size()
-        );
-    }
+    let tok = &data.tokenizer;
     let sp = tok.special();
-    let br = tok
-        .token_to_id("<BR>")
-        .ok_or_else(|| anyhow!("the vocabulary has no <BR> token"))?;
-    let docs = if opts.corpus.is_empty() || opts.corpus == ["built-in"] {
-        crate::corpus::builtin()
-    } else {
-        let paths: Vec<PathBuf> = opts.corpus.iter().map(PathBuf::from).collect();
-        crate::data::read_text_files(&paths)?
-    };
-    let pack = PackTokens {
-        sot: sp.sot,
-        seg: sp.seg,
-        eot: sp.eot,
-        not: sp.not,
-        br,
-    };
-    let examples = pack_lm(&docs, train.seq_len as usize, pack, |t| tok.encode(t, true))?;
+    let examples = &data.source;
     if examples.len() < train.batch_size as usize {
         bail!(
             "the corpus gives {} examples, fewer than one batch of {}",
@@ -255,7 +240,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     let device = Device::open(opts.plugin.as_deref(), devices_wanted)?;
     eprintln!("{}", device.report);
     check_mesh(&mesh, device.device_count(), &cfg, train.batch_size)?;
-    prepare_out_dir(&opts.out, &meta, opts.resume)?;
+    prepare_out_dir(&opts.out, &meta, opts.resume, tok)?;
 
     // Parameters and optimizer state: fresh, or from the latest checkpoint.
     let specs = param_specs(&cfg);
@@ -365,14 +350,14 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         let step = tstate.step + 1;
         let t0 = Instant::now();
         // The batch: the next examples of this epoch's order.
-        let mut picked: Vec<&Example> = Vec::new();
+        let mut picked: Vec<Example> = Vec::new();
         for _ in 0..train.batch_size {
             let e = tstate.cursor / examples.len() as u64;
             if e != epoch {
                 epoch = e;
                 order = order_for(epoch);
             }
-            picked.push(&examples[order[(tstate.cursor % examples.len() as u64) as usize]]);
+            picked.push(examples.example(order[(tstate.cursor % examples.len() as u64) as usize]));
             tstate.cursor += 1;
         }
         let batch_lits = batch_literals(&picked, &cfg, &train, &mut host_rng, sp.not as i32)?;
@@ -495,6 +480,81 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     })
 }
 
+/// The `[train]` settings given on the command line replace the config's.
+fn apply_overrides(train: &mut TrainConfig, opts: &RunOptions) -> Result<()> {
+    if let Some(s) = opts.steps {
+        train.steps = s;
+    }
+    if let Some(k) = opts.checkpoint_every {
+        train.checkpoint_every = k;
+    }
+    if let Some(s) = opts.samples {
+        train.samples = s;
+    }
+    if let Some(b) = opts.batch_size {
+        if b < 1 {
+            bail!("--batch-size must be at least 1");
+        }
+        train.batch_size = b;
+    }
+    if let Some(s) = opts.seq_len {
+        train.seq_len = s;
+    }
+    if let Some(lr) = opts.lr {
+        if !(lr > 0.0 && lr.is_finite()) {
+            bail!("--lr {lr} must be a positive number");
+        }
+        train.schedule.set_base_lr(lr);
+    }
+    Ok(())
+}
+
+/// The examples and tokenizer of the run: prepared data (`--data`, whose sequence length
+/// and vocabulary win) or raw text with the built-in vocabulary.
+fn open_training_data(
+    opts: &RunOptions,
+    cfg: &ModelConfig,
+    train: &mut TrainConfig,
+    config_name: &str,
+) -> Result<TrainData> {
+    let past = (train.spout != SpoutMode::None) as i64;
+    if let Some(dir) = &opts.data {
+        let data = source::from_prepared(dir, cfg.vocab_size, cfg.context, past)?;
+        if let source::DataSource::Shards(set) = &data.source {
+            let len = set.manifest.seq_len as i64;
+            if opts.seq_len.is_some_and(|s| s != len) {
+                bail!(
+                    "--seq-len {} differs from the {len} tokens the data in {} was prepared with",
+                    train.seq_len,
+                    dir.display()
+                );
+            }
+            train.seq_len = len;
+        }
+        return Ok(data);
+    }
+    if train.seq_len + past > cfg.context {
+        bail!(
+            "--seq-len {} is above the model's context of {} positions{}",
+            train.seq_len,
+            cfg.context,
+            if past > 0 {
+                " (one is the spout's)"
+            } else {
+                ""
+            }
+        );
+    }
+    let builtin = Tokenizer::builtin().vocab_size();
+    if builtin as i64 != cfg.vocab_size {
+        bail!(
+            "{config_name}: vocab_size {} does not match the built-in vocabulary ({builtin} tokens)",
+            cfg.vocab_size
+        );
+    }
+    source::from_corpus(&opts.corpus, train.seq_len as usize)
+}
+
 /// What a watchdog report (a stuck multi-device step) says about the run's checkpoints.
 fn note_checkpoint_for_watchdog(out: &Path, step: Option<u64>) {
     let note = match step {
@@ -510,7 +570,7 @@ fn note_checkpoint_for_watchdog(out: &Path, step: Option<u64>) {
 
 /// The batch arguments as literals: ids, positions, mask, token types, labels, spout.
 fn batch_literals(
-    picked: &[&Example],
+    picked: &[Example],
     cfg: &ModelConfig,
     train: &TrainConfig,
     host_rng: &mut Rng,
@@ -521,9 +581,11 @@ fn batch_literals(
     let mut ids = Vec::new();
     let mut labels = Vec::new();
     let mut mask = Vec::new();
+    let mut types = Vec::new();
     for e in picked {
         ids.extend_from_slice(&e.input_ids);
         labels.extend_from_slice(&e.labels);
+        types.extend_from_slice(&e.token_types);
         mask.extend(e.input_ids.iter().map(|&x| (x != not) as i32));
     }
     let positions: Vec<i32> = (0..b)
@@ -534,7 +596,7 @@ fn batch_literals(
         Literal::from_slice(&dims, &ids)?,
         Literal::from_slice(&dims, &positions)?,
         Literal::from_slice(&dims, &mask)?,
-        Literal::from_slice(&dims, &vec![0i32; (b * t) as usize])?,
+        Literal::from_slice(&dims, &types)?,
         Literal::from_slice(&dims, &labels)?,
     ];
     match train.spout {
@@ -571,7 +633,7 @@ fn progress_bar(show: bool, total: u64, start: u64) -> Option<indicatif::Progres
 }
 
 /// Refuses to mix runs in one folder.
-fn prepare_out_dir(out: &Path, meta: &RunMeta, resume: bool) -> Result<()> {
+fn prepare_out_dir(out: &Path, meta: &RunMeta, resume: bool, tok: &Tokenizer) -> Result<()> {
     let meta_path = out.join("run.json");
     if meta_path.is_file() {
         let text = std::fs::read_to_string(&meta_path)?;
@@ -605,7 +667,6 @@ fn prepare_out_dir(out: &Path, meta: &RunMeta, resume: bool) -> Result<()> {
         &meta_path,
         serde_json::to_string_pretty(meta)?.as_bytes(),
     )?;
-    let tok = Tokenizer::builtin();
     crate::model::checkpoint::write_atomic(
         &out.join("vocab.txt"),
         tok.vocab().to_text().as_bytes(),

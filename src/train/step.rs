@@ -11,7 +11,7 @@
 
 use super::optimizer::{clip_by_global_norm, OptimizerConfig};
 use crate::model::gptsan::{forward, Params};
-use crate::model::loss::{cross_entropy, z_loss};
+use crate::model::loss::{lm_head_cross_entropy, z_loss};
 pub use crate::model::params::param_sharding;
 use crate::model::params::{param_specs, ParamSpec};
 use crate::model::programs::declare_batch;
@@ -133,7 +133,13 @@ pub fn train_step_program(cfg: &ModelConfig, spec: &StepSpec) -> Result<Function
         None
     };
     let out = forward(cfg, &params, &batch, spec.training, jitter.as_ref());
-    let (ce, lse, valid) = cross_entropy(&out.logits, &labels);
+    let (ce, lse, valid) = lm_head_cross_entropy(
+        &out.logits,
+        &out.last_hidden,
+        params.get("model.embed_tokens.weight"),
+        params.get("final_logits_bias"),
+        &labels,
+    );
     let z = z_loss(&lse, &valid);
     let mut balance = b.scalar(0.0, DType::F32);
     for r in &out.routers {
