@@ -96,7 +96,9 @@ pub fn train(a: ModelArgs) -> Result<()> {
         times.push(t.elapsed().as_secs_f64());
         let mut outs = out.drain(..n_state + 1);
         for slot in bufs.iter_mut().take(n_state) {
-            *slot = outs.next().context("the train step returned too few outputs")?;
+            *slot = outs
+                .next()
+                .context("the train step returned too few outputs")?;
         }
         bufs[rng_arg] = outs.next().context("the train step returned no rng")?;
     }
