@@ -10,5 +10,6 @@ pub mod generate;
 pub mod infer;
 pub mod model;
 pub mod rng;
+pub mod serve;
 pub mod tokenizer;
 pub mod train;

@@ -19,6 +19,9 @@ pub enum Command {
     Forward(super::bench_model::ModelArgs),
     /// Greedy KV-cache generation: tokens/s and per-token cost over the generation.
     Generate(super::bench_model::ModelArgs),
+    /// The completion server on loopback: requests/s and tokens/s at 1, 4 and 16
+    /// concurrent clients, and the batching speed-up.
+    Serve(super::bench_serve::Args),
 }
 
 #[derive(clap::Args, Debug)]
@@ -43,6 +46,7 @@ pub fn run(cmd: Command) -> Result<()> {
         Command::Train(a) => super::bench_model::train(a),
         Command::Forward(a) => super::bench_model::forward(a),
         Command::Generate(a) => super::bench_model::generate(a),
+        Command::Serve(a) => super::bench_serve::run(a),
     }
 }
 

@@ -7,11 +7,11 @@ use crate::generate::sampling::Strategy;
 use crate::generate::{GenerateOptions, Generator};
 use crate::model::inputs::HostBatch;
 use crate::model::params::param_specs;
-use crate::model::programs::{forward_args, forward_program, ForwardShape};
+use crate::model::programs::{forward_args, forward_program, ForwardShape, FORWARD_INPUTS};
 use crate::rng::Rng;
 use crate::train::run::{init_params, load_configs};
 use crate::train::step::{train_step_program, LossKind, StepSpec};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use hlo::{DType, Literal, Shape};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -79,21 +79,28 @@ pub fn train(a: ModelArgs) -> Result<()> {
     let batch = random_batch(cfg.vocab_size, a.batch, a.len, 7);
     let positions: Vec<i32> = (0..a.batch).flat_map(|_| 0..a.len as i32).collect();
     args.extend(forward_args(&[], &batch, &positions, &batch.input_ids)?);
-    let bufs: Vec<runtime::Buffer> = args
+    let mut bufs: Vec<runtime::Buffer> = args
         .iter()
         .map(|l| device.upload(l, 0))
         .collect::<Result<_>>()?;
+    // As in training: parameters, optimizer state and the rng are donated and replaced by
+    // the step's outputs (new parameters and state first, then the rng).
+    let n_state = args.len() - 3 - FORWARD_INPUTS.len();
+    let rng_arg = n_state + 2;
     let mut times = Vec::new();
-    // Non-donating runs: the same inputs every time (the outputs are dropped).
-    let opts = runtime::ExecuteOptions {
-        non_donatable_input_indices: (0..args.len() as i64).collect(),
-    };
     for _ in 0..a.repeat + 1 {
         let refs: Vec<&runtime::Buffer> = bufs.iter().collect();
         let t = Instant::now();
-        let out = program.executable().execute_with(&[refs], &opts)?;
-        out[0].last().map(|b| b.to_literal()).transpose()?;
+        let mut out = program.run(&refs)?;
+        out.last().map(|b| b.to_literal()).transpose()?;
         times.push(t.elapsed().as_secs_f64());
+        let mut outs = out.drain(..n_state + 1);
+        for slot in bufs.iter_mut().take(n_state) {
+            *slot = outs
+                .next()
+                .context("the train step returned too few outputs")?;
+        }
+        bufs[rng_arg] = outs.next().context("the train step returned no rng")?;
     }
     report("train step", compile, &times[1..], (a.batch * a.len) as f64);
     Ok(())

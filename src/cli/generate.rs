@@ -140,7 +140,11 @@ pub struct PromptSpec {
 }
 
 /// Prompt ids and their prefix flags (tokens before the first SEG are the prefix).
-fn prompt_ids(p: &PromptSpec, tok: &Tokenizer, cfg: &ModelConfig) -> Result<(Vec<i32>, Vec<i32>)> {
+pub(crate) fn prompt_ids(
+    p: &PromptSpec,
+    tok: &Tokenizer,
+    cfg: &ModelConfig,
+) -> Result<(Vec<i32>, Vec<i32>)> {
     let seg = (cfg.vocab_size - 2) as i32;
     let ids: Vec<i32> = match &p.ids {
         Some(_) if p.prompt.is_some() || p.prefix.is_some() => {

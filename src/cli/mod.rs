@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 pub mod batch_input;
 pub mod bench;
 pub mod bench_model;
+pub mod bench_serve;
 pub mod convert;
 pub mod data;
 pub mod devices;
@@ -16,6 +17,7 @@ pub mod generate;
 pub mod model_args;
 pub mod params;
 pub mod plot;
+pub mod serve;
 pub mod tokenize;
 pub mod train;
 pub mod vector;
@@ -51,6 +53,8 @@ pub enum Command {
     FillMask(fill_mask::Args),
     /// Every layer's output at one token position, concatenated (the original's vector).
     Vector(vector::Args),
+    /// Serve OpenAI-style completions over HTTP, batching concurrent requests.
+    Serve(serve::Args),
     /// Prepare training data (lm, mlm, hybrid; classes) as token shards, or inspect it.
     #[command(subcommand)]
     Data(data::Command),
@@ -78,6 +82,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::FillMask(args) => fill_mask::run(args),
         Command::Vector(args) => vector::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Export(args) => export::run(args),
         Command::Params(args) => params::run(args),
         Command::Data(cmd) => data::run(cmd),
@@ -88,10 +93,12 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Logs go to stderr through `tracing`; `RUST_LOG` selects the level (default: warn).
+/// Logs go to stderr through `tracing`; `RUST_LOG` selects the level (default: warn, and
+/// info for the server's one line per request).
 pub fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("warn,gptsan::serve=info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -343,7 +343,8 @@ impl<'d> Generator<'d> {
         self.call(program, Some(cache), step_args)
     }
 
-    fn compile(&self, f: Function) -> Result<Program> {
+    /// Compiles `f` for this generator's device(s) (also used by the server's programs).
+    pub(crate) fn compile(&self, f: Function) -> Result<Program> {
         match &self.mesh {
             Some(m) => self.device.compile(&on_mesh(f, &self.cfg, m)),
             None => self.device.compile(&f),
@@ -352,7 +353,7 @@ impl<'d> Generator<'d> {
 
     /// Runs a prefill or decode program: the parameters, then the (donated) cache when
     /// given, then `extra`. Returns the logits and the new cache (a piece per device).
-    fn call(
+    pub(crate) fn call(
         &self,
         program: &Program,
         cache: Option<Vec<Buffer>>,

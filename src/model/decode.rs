@@ -64,7 +64,10 @@ pub fn prefill(cfg: &ModelConfig, p: &Params, batch: &Batch, slots: i64) -> (Ten
 
 /// One token per row: writes its keys/values into slot `cur` and returns the next-token
 /// logits `[B, V]` with the updated cache. `token`, `position`: `[B, 1]` s32;
-/// `key_valid`: `[B, M]` pred (slot `cur` included); `cur`: s32 scalar.
+/// `key_valid`: `[B, M]` pred (slot `cur` included); `cur`: s32 scalar (one slot for all
+/// rows), or `[B]` s32 (a slot per row, for continuous batching, where rows joined at
+/// different times; `key_valid` alone then says what each row sees, as nothing past a
+/// row's `cur` is valid).
 pub fn decode_step(
     cfg: &ModelConfig,
     p: &Params,
@@ -79,7 +82,12 @@ pub fn decode_step(
     let (b, h, m, dh) = (dims[2], dims[3], dims[4], dims[5]);
     let s32 = |v: i64| bld.scalar(v as f64, DType::S32);
     let no_prefix = bld.splat(0.0, &Shape::new(DType::Pred, vec![b, m]));
-    let mask = prefix_lm_mask(key_valid, &no_prefix, 1, cur);
+    let per_row = cur.rank() == 1;
+    // Per-row slots: the causal bound is every slot (key_valid already ends at `cur`).
+    let offset = if per_row { s32(m - 1) } else { cur.clone() };
+    let mask = prefix_lm_mask(key_valid, &no_prefix, 1, &offset);
+    // Per-row slots: a free row (no valid key) takes no expert capacity.
+    let routed = per_row.then(|| key_valid.reduce_or(&[1]).reshape(&[b, 1]));
 
     let mut cache = cache.clone();
     let mut x = embed(p, token, position);
@@ -89,9 +97,8 @@ pub fn decode_step(
         }
         let w = attention_weights(p, layer);
         let (q, k, v) = project_qkv(&x, &w, cfg.num_heads);
-        let at = |which: i64| [s32(layer), s32(which), s32(0), s32(0), cur.clone(), s32(0)];
-        cache = cache.dynamic_update_slice(&k.reshape(&[1, 1, b, h, 1, dh]), &at(0));
-        cache = cache.dynamic_update_slice(&v.reshape(&[1, 1, b, h, 1, dh]), &at(1));
+        cache = write_slot(&cache, &k, layer, 0, cur);
+        cache = write_slot(&cache, &v, layer, 1, cur);
         let read = |which: i64| {
             cache
                 .slice(
@@ -103,7 +110,7 @@ pub fn decode_step(
         };
         let attn = attend(&q, &read(0), &read(1), &mask, w.out);
         x = add_norm(cfg, p, layer, "self_attn", &x, &attn);
-        let (ff, _) = feed_forward(cfg, p, layer, &x, false, None, None);
+        let (ff, _) = feed_forward(cfg, p, layer, &x, false, None, routed.as_ref());
         x = add_norm(cfg, p, layer, "feed_forward", &x, &ff);
     }
     let last = last_project(p, &x).reshape(&[b, cfg.d_model]);
@@ -113,4 +120,27 @@ pub fn decode_step(
         p.get("final_logits_bias"),
     );
     (logits, cache)
+}
+
+/// Writes one key or value per row, `kv` (`[B, H, dh]` in any shape of that size), into
+/// `cache[layer, which]` at slot `cur`: a scalar slot for all rows, or a slot per row
+/// (`[B]`: one small update per row, which XLA does in place in the donated cache).
+fn write_slot(cache: &Tensor, kv: &Tensor, layer: i64, which: i64, cur: &Tensor) -> Tensor {
+    let bld = cache.builder();
+    let dims = cache.dims().to_vec();
+    let (b, h, dh) = (dims[2], dims[3], dims[5]);
+    let s32 = |v: i64| bld.scalar(v as f64, DType::S32);
+    if cur.rank() == 0 {
+        let at = [s32(layer), s32(which), s32(0), s32(0), cur.clone(), s32(0)];
+        return cache.dynamic_update_slice(&kv.reshape(&[1, 1, b, h, 1, dh]), &at);
+    }
+    let rows = kv.reshape(&[b, h, dh]);
+    let mut cache = cache.clone();
+    for r in 0..b {
+        let one = rows.slice_dim(0, r, r + 1).reshape(&[1, 1, 1, h, 1, dh]);
+        let slot = cur.slice_dim(0, r, r + 1).reshape(&[]);
+        let at = [s32(layer), s32(which), s32(r), s32(0), slot, s32(0)];
+        cache = cache.dynamic_update_slice(&one, &at);
+    }
+    cache
 }
