@@ -180,6 +180,7 @@ fn vectors_leave_out_the_extra_position_embedding() {
         len: t as i64,
         spout: false,
         grads: false,
+        loss: true,
     };
     let f = forward_program(&cfg, shape).unwrap();
     let positions = batch.positions(cfg.context, PositionRule::Reference);

@@ -59,6 +59,7 @@ pub fn check_forward_cases(run: &Runner) {
             len: batch.len as i64,
             spout: batch.spout.is_some(),
             grads: false,
+            loss: true,
         };
         let f = forward_program(&cfg, shape).unwrap();
         let args = forward_args(&params, &batch, &positions, &labels).unwrap();
@@ -107,6 +108,7 @@ pub fn check_gradients(run: &Runner, train_case: &str, source_case: &str) {
         len: 20,
         spout: batch.spout.is_some(),
         grads: true,
+        loss: true,
     };
     let f = forward_program(&cfg, shape).unwrap();
     let out = run(
@@ -248,6 +250,7 @@ fn check_adamw_step(train_case: &str, source_case: &str, frozen_extra: &[&str]) 
             len: 20,
             spout: batch.spout.is_some(),
             grads: false,
+            loss: true,
         },
     )
     .unwrap();

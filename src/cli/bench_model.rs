@@ -116,6 +116,7 @@ pub fn forward(a: ModelArgs) -> Result<()> {
         len: a.len,
         spout: false,
         grads: false,
+        loss: false,
     };
     let program = device.compile(&forward_program(&cfg, shape)?)?;
     let compile = t0.elapsed().as_secs_f64();

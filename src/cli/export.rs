@@ -112,6 +112,7 @@ pub fn run(args: Args) -> Result<()> {
                 len: train.seq_len,
                 spout: false,
                 grads: false,
+                loss: true,
             },
         )?,
         prefill_program(&cfg, args.gen_batch, args.prompt_len, false, slots)?,

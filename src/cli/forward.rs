@@ -66,6 +66,7 @@ pub fn run(args: Args) -> Result<()> {
     let input_ids = int_rows(&ids, "input_ids").with_context(|| where_.clone())?;
     let attention_mask = rows(inputs.remove("attention_mask"), "attention_mask", 1)?;
     let token_type_ids = rows(inputs.remove("token_type_ids"), "token_type_ids", 0)?;
+    let has_labels = inputs.contains_key("labels");
     let labels = rows(inputs.remove("labels"), "labels", -100)?;
     let spout = match inputs.remove("spout") {
         Some(s) => Some(crate::model::checkpoint::convert_f32(&s).to_vec::<f32>()?),
@@ -102,6 +103,7 @@ pub fn run(args: Args) -> Result<()> {
         len: t as i64,
         spout: batch.spout.is_some(),
         grads: args.grads,
+        loss: has_labels,
     };
     let mut f = forward_program(&cfg, shape)?;
     if let Some(m) = &mesh {

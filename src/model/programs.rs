@@ -14,8 +14,11 @@ pub struct ForwardShape {
     pub batch: i64,
     pub len: i64,
     pub spout: bool,
-    /// Also compute the gradient of the loss for every parameter.
+    /// Also compute the gradient of the loss for every parameter (implies `loss`).
     pub grads: bool,
+    /// Compute the `loss` output (without labels it is meaningless and costs a pass of
+    /// exponentials over all logits).
+    pub loss: bool,
 }
 
 /// Argument order of the forward program: every parameter (in `param_specs` order), then
@@ -69,6 +72,7 @@ pub fn forward_program(cfg: &ModelConfig, shape: ForwardShape) -> Result<Functio
     let params = Params::declare(&b, &specs, DType::F32);
     let (batch, labels) = declare_batch(&b, cfg, shape.batch, shape.len, shape.spout);
     let out = forward(cfg, &params, &batch, false, None);
+    let with_loss = shape.loss || shape.grads;
     let (loss, _, _) = lm_head_cross_entropy(
         &out.logits,
         &out.last_hidden,
@@ -89,7 +93,9 @@ pub fn forward_program(cfg: &ModelConfig, shape: ForwardShape) -> Result<Functio
         named.push((format!("router.{l}.expert"), r.expert.clone()));
         named.push((format!("router.{l}.kept"), r.kept.clone()));
     }
-    named.push(("loss".into(), loss.clone()));
+    if with_loss {
+        named.push(("loss".into(), loss.clone()));
+    }
     if shape.grads {
         let wrt = params.tensors();
         let grads = hlo::autodiff::grad(&loss, &wrt)
