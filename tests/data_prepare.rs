@@ -8,31 +8,8 @@ use common::{fails_with, gptsan_command, losses, run_ok, shared};
 use std::path::{Path, PathBuf};
 
 /// A model small enough for tests, with the built-in vocabulary.
-const CONFIG: &str = r#"
-vocab_size = 8000
-context = 64
-d_model = 32
-num_heads = 4
-num_switch_layers = 1
-num_experts = 4
-expert_hidden = 64
-spout_width = 8
-
-[router]
-semantics = "original"
-
-[train]
-batch_size = 4
-seq_len = 32
-steps = 8
-checkpoint_every = 4
-samples = 0
-
-[train.schedule]
-type = "inverse_sqrt"
-base_lr = 0.003
-warmup_steps = 2
-"#;
+static CONFIG: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| common::tiny_config(8, 4, Some(2)));
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -85,7 +62,7 @@ fn prepared_hybrid_data_trains_and_resumes_exactly() {
     assert_eq!(m["mode"], "hybrid");
     assert!(m["shards"].as_array().unwrap().len() > 1, "several shards");
     assert!(m["prefixed_examples"].as_u64().unwrap() > 0);
-    let cfg = config(d, CONFIG);
+    let cfg = config(d, &CONFIG);
     let whole = d.join("whole");
     run_ok(&[
         "train",
@@ -135,7 +112,7 @@ fn command_line_overrides_the_train_table() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let text = wagahai(d, 30);
-    let cfg = config(d, CONFIG);
+    let cfg = config(d, &CONFIG);
     let out = d.join("run");
     run_ok(&[
         "train",
@@ -183,7 +160,7 @@ fn the_original_36k_vocabulary_works_and_a_mismatch_names_both_sizes() {
         s(&data),
     ]);
     assert_eq!(manifest(&data)["vocab_size"], 36000);
-    let cfg = config(d, CONFIG);
+    let cfg = config(d, &CONFIG);
     fails_with(
         &[
             "train",
@@ -399,7 +376,7 @@ fn bad_input_gives_one_clear_line_and_writes_nothing() {
         "--out",
         s(&data),
     ]);
-    let cfg = config(d, CONFIG);
+    let cfg = config(d, &CONFIG);
     let run = d.join("run");
     fails_with(
         &[

@@ -7,26 +7,8 @@ use common::{gptsan_command as gptsan, run_ok};
 use std::path::Path;
 
 /// The tiny test model on the built-in corpus, with the default held-out split.
-const CONFIG: &str = r#"
-vocab_size = 8000
-context = 64
-d_model = 32
-num_heads = 4
-num_switch_layers = 1
-num_experts = 4
-expert_hidden = 64
-spout_width = 8
-
-[router]
-semantics = "original"
-
-[train]
-batch_size = 4
-seq_len = 32
-steps = 6
-checkpoint_every = 3
-samples = 0
-"#;
+static CONFIG: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| common::tiny_config(6, 3, None));
 
 fn assert_png(path: &Path) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -47,7 +29,7 @@ fn assert_png(path: &Path) {
 fn a_run_writes_eval_loss_and_a_loss_plot_that_plot_redraws() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("model.toml");
-    std::fs::write(&cfg, CONFIG).unwrap();
+    std::fs::write(&cfg, CONFIG.as_str()).unwrap();
     let run = dir.path().join("run");
     run_ok(&[
         "train",
@@ -89,7 +71,7 @@ fn a_run_writes_eval_loss_and_a_loss_plot_that_plot_redraws() {
 fn eval_every_sets_how_often_the_held_out_loss_is_measured() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("model.toml");
-    std::fs::write(&cfg, CONFIG).unwrap();
+    std::fs::write(&cfg, CONFIG.as_str()).unwrap();
     let run = dir.path().join("run");
     run_ok(&[
         "train",

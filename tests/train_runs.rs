@@ -8,31 +8,8 @@ use common::{gptsan_command as gptsan, losses, run_ok};
 use std::path::{Path, PathBuf};
 
 /// A model small enough for tests; the vocabulary is the built-in one.
-const CONFIG: &str = r#"
-vocab_size = 8000
-context = 64
-d_model = 32
-num_heads = 4
-num_switch_layers = 1
-num_experts = 4
-expert_hidden = 64
-spout_width = 8
-
-[router]
-semantics = "original"
-
-[train]
-batch_size = 4
-seq_len = 32
-steps = 12
-checkpoint_every = 3
-samples = 0
-
-[train.schedule]
-type = "inverse_sqrt"
-base_lr = 0.003
-warmup_steps = 4
-"#;
+static CONFIG: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| common::tiny_config(12, 3, Some(4)));
 
 fn write_config(dir: &Path, text: &str) -> PathBuf {
     write_config_as(dir, "model.toml", text)
@@ -58,7 +35,7 @@ fn run_err(args: &[&str]) -> String {
 #[test]
 fn a_killed_run_resumes_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), CONFIG);
+    let cfg = write_config(dir.path(), &CONFIG);
     let cfg = cfg.to_str().unwrap();
     let whole = dir.path().join("whole");
     run_ok(&[
@@ -116,7 +93,7 @@ fn a_killed_run_resumes_bit_for_bit() {
 #[test]
 fn bad_training_input_gives_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), CONFIG);
+    let cfg = write_config(dir.path(), &CONFIG);
     let cfg = cfg.to_str().unwrap();
     let out = dir.path().join("o");
     let out = out.to_str().unwrap();
@@ -223,7 +200,7 @@ fn adafactor_and_class_conditioned_spout_runs_train() {
 #[test]
 fn resume_skips_a_damaged_newest_checkpoint_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), CONFIG);
+    let cfg = write_config(dir.path(), &CONFIG);
     let cfg = cfg.to_str().unwrap();
     let run = dir.path().join("run");
     let run_s = run.to_str().unwrap();

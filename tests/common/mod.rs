@@ -76,3 +76,37 @@ pub fn run_ok(args: &[&str]) -> std::process::Output {
     );
     out
 }
+
+/// The tiny test model (built-in 8K vocabulary, one switch layer) with a `[train]` table:
+/// `steps` steps, a checkpoint every `every`, and an inverse-sqrt schedule warming up for
+/// `warmup` steps (None: the default schedule).
+pub fn tiny_config(steps: u64, every: u64, warmup: Option<u64>) -> String {
+    let mut text = format!(
+        r#"
+vocab_size = 8000
+context = 64
+d_model = 32
+num_heads = 4
+num_switch_layers = 1
+num_experts = 4
+expert_hidden = 64
+spout_width = 8
+
+[router]
+semantics = "original"
+
+[train]
+batch_size = 4
+seq_len = 32
+steps = {steps}
+checkpoint_every = {every}
+samples = 0
+"#
+    );
+    if let Some(w) = warmup {
+        text.push_str(&format!(
+            "\n[train.schedule]\ntype = \"inverse_sqrt\"\nbase_lr = 0.003\nwarmup_steps = {w}\n"
+        ));
+    }
+    text
+}
