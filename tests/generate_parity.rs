@@ -142,3 +142,49 @@ fn generation_on_a_model_sharded_mesh_equals_one_device() {
         }
     }
 }
+
+/// bf16 weights on the device (`--precision bf16`) compute in f32 from the rounded
+/// weights: every step's logits equal f32 generation from weights rounded to bf16 on the
+/// host.
+#[test]
+fn bf16_weights_generate_as_f32_from_rounded_weights() {
+    let (cfg, params) = load_model_dir(&common::hf_tiny()).unwrap();
+    let cases = read_safetensors(&common::hf_tiny().join("cases.safetensors")).unwrap();
+    let device = Device::shared().unwrap();
+    let rounded: Vec<Literal> = params
+        .iter()
+        .map(|p| {
+            p.convert_float(hlo::DType::Bf16)
+                .unwrap()
+                .convert_float(hlo::DType::F32)
+                .unwrap()
+        })
+        .collect();
+    let mut half = Generator::with_weights(device, &cfg, &params, None, hlo::DType::Bf16).unwrap();
+    let mut exact = Generator::new(device, &cfg, &rounded).unwrap();
+    let mut plain = Generator::new(device, &cfg, &params).unwrap();
+    for case in ["gen", "gen_spout", "gen_prefix"] {
+        let batch = batch_of(&cases, case);
+        let a = half.generate(&batch, &greedy(8), true, |_, _| {}).unwrap();
+        let b = exact.generate(&batch, &greedy(8), true, |_, _| {}).unwrap();
+        let c = plain.generate(&batch, &greedy(8), true, |_, _| {}).unwrap();
+        assert_eq!(a.tokens, b.tokens, "case {case}");
+        let max_diff = |x: &[Vec<Vec<f32>>], y: &[Vec<Vec<f32>>]| {
+            x.iter()
+                .flatten()
+                .flatten()
+                .zip(y.iter().flatten().flatten())
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0f32, f32::max)
+        };
+        let same = max_diff(&a.step_logits, &b.step_logits);
+        assert!(
+            same <= 1e-4,
+            "case {case}: bf16 vs rounded f32 differ by {same}"
+        );
+        // The weights really were rounded (a top-1 router can then pick another expert,
+        // so the size of the change says little on this random model).
+        let moved = max_diff(&a.step_logits[..1], &c.step_logits[..1]);
+        assert!(moved > 0.0, "case {case}: bf16 weights changed nothing");
+    }
+}

@@ -164,6 +164,39 @@ impl Literal {
         Ok(self.bytes.chunks_exact(w).map(T::read_le).collect())
     }
 
+    /// The same values in another floating-point type, rounded to nearest even (a host-side
+    /// cast, e.g. f32 weights kept as bf16 for inference). Both types must be floats.
+    pub fn convert_float(&self, to: DType) -> Result<Literal, LiteralError> {
+        let from = self.shape.dtype;
+        let is_float = |d: DType| matches!(d, DType::F16 | DType::Bf16 | DType::F32 | DType::F64);
+        if !is_float(from) || !is_float(to) {
+            return Err(LiteralError::DType {
+                actual: from,
+                asked: to,
+            });
+        }
+        if from == to {
+            return Ok(self.clone());
+        }
+        let shape = Shape::new(to, self.shape.dims.clone());
+        let mut bytes = Vec::with_capacity(shape.size_in_bytes());
+        for b in self.bytes.chunks_exact(from.size_in_bytes()) {
+            let x = match from {
+                DType::F16 => f16::read_le(b).to_f64(),
+                DType::Bf16 => bf16::read_le(b).to_f64(),
+                DType::F32 => f32::read_le(b) as f64,
+                _ => f64::read_le(b),
+            };
+            match to {
+                DType::F16 => f16::from_f64(x).write_le(&mut bytes),
+                DType::Bf16 => bf16::from_f64(x).write_le(&mut bytes),
+                DType::F32 => (x as f32).write_le(&mut bytes),
+                _ => x.write_le(&mut bytes),
+            }
+        }
+        Ok(Literal { shape, bytes })
+    }
+
     /// The elements converted to f64, whatever the element type (for comparisons in tests
     /// and for printing).
     pub fn to_f64_vec(&self) -> Vec<f64> {
@@ -188,6 +221,23 @@ impl Literal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn float_literals_convert_with_rounding() {
+        let x = Literal::from_slice(&[3], &[1.0f32, 1.0 + 1.0 / 512.0, -3.5]).unwrap();
+        let b = x.convert_float(DType::Bf16).unwrap();
+        assert_eq!(b.dtype(), DType::Bf16);
+        assert_eq!(b.to_f64_vec(), vec![1.0, 1.0, -3.5]);
+        assert_eq!(
+            b.convert_float(DType::F32)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap(),
+            vec![1.0, 1.0, -3.5]
+        );
+        let i = Literal::from_slice(&[1], &[3i32]).unwrap();
+        assert!(i.convert_float(DType::F32).is_err());
+    }
 
     #[test]
     fn round_trips_typed_values() {

@@ -7,6 +7,7 @@ use crate::generate::sampling::Strategy;
 use crate::generate::{GenerateOptions, Generator};
 use crate::model::inputs::HostBatch;
 use crate::model::params::param_specs;
+use crate::model::precision::Precision;
 use crate::model::programs::{forward_args, forward_program, ForwardShape, FORWARD_INPUTS};
 use crate::rng::Rng;
 use crate::train::run::{init_params, load_configs};
@@ -30,6 +31,20 @@ pub struct ModelArgs {
     pub repeat: usize,
     #[arg(long)]
     pub plugin: Option<String>,
+    /// `generate`: weights kept on the device as bf16/f16 (compute stays f32).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
+}
+
+/// Refuses a precision the measured program does not have yet.
+fn f32_only(a: &ModelArgs, what: &str) -> Result<()> {
+    if a.precision != Precision::F32 {
+        anyhow::bail!(
+            "bench {what} runs in f32 only for now; --precision {} applies to bench generate",
+            a.precision.name()
+        );
+    }
+    Ok(())
 }
 
 fn random_batch(vocab: i64, b: i64, t: i64, seed: u64) -> HostBatch {
@@ -49,6 +64,7 @@ fn random_batch(vocab: i64, b: i64, t: i64, seed: u64) -> HostBatch {
 
 /// Times the compiled train step (AdamW, the original's loss).
 pub fn train(a: ModelArgs) -> Result<()> {
+    f32_only(&a, "train")?;
     let (cfg, tcfg) = load_configs(&a.config)?;
     let device = Device::open(a.plugin.as_deref(), None)?;
     let spec = StepSpec {
@@ -108,6 +124,7 @@ pub fn train(a: ModelArgs) -> Result<()> {
 
 /// Times the research forward pass (all logits).
 pub fn forward(a: ModelArgs) -> Result<()> {
+    f32_only(&a, "forward")?;
     let (cfg, _) = load_configs(&a.config)?;
     let device = Device::open(a.plugin.as_deref(), None)?;
     let t0 = Instant::now();
@@ -150,7 +167,7 @@ pub fn generate(a: ModelArgs) -> Result<()> {
     let (cfg, _) = load_configs(&a.config)?;
     let device = Device::open(a.plugin.as_deref(), None)?;
     let params = init_params(&param_specs(&cfg), 1);
-    let mut g = Generator::new(&device, &cfg, &params)?;
+    let mut g = Generator::with_weights(&device, &cfg, &params, None, a.precision.weights())?;
     let batch = random_batch(cfg.vocab_size, 1, a.len, 7);
     let opts = GenerateOptions {
         max_new_tokens: a.repeat,
@@ -173,7 +190,11 @@ pub fn generate(a: ModelArgs) -> Result<()> {
         .collect();
     let q = per.len() / 4;
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    println!("generate: prompt {} + {n} new tokens", a.len);
+    println!(
+        "generate: prompt {} + {n} new tokens, {} weights",
+        a.len,
+        a.precision.name()
+    );
     println!("  first call (compiles prefill + decode): {first:.2} s");
     println!("  {:.1} tokens/s overall ({total:.2} s)", n as f64 / total);
     println!(

@@ -9,7 +9,7 @@ use crate::model::programs::{forward_program, ForwardShape};
 use crate::train::run::{load_configs, parse_mesh};
 use crate::train::step::{train_step_program, LossKind, StepSpec};
 use anyhow::{Context, Result};
-use hlo::{Function, PartitionSpec};
+use hlo::{DType, Function, PartitionSpec};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
@@ -115,8 +115,15 @@ pub fn run(args: Args) -> Result<()> {
                 loss: true,
             },
         )?,
-        prefill_program(&cfg, args.gen_batch, args.prompt_len, false, slots)?,
-        decode_program(&cfg, args.gen_batch, slots)?,
+        prefill_program(
+            &cfg,
+            args.gen_batch,
+            args.prompt_len,
+            false,
+            slots,
+            DType::F32,
+        )?,
+        decode_program(&cfg, args.gen_batch, slots, DType::F32)?,
     ];
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;

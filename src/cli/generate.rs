@@ -6,6 +6,7 @@ use crate::generate::beam::{BeamOptions, Hypothesis};
 use crate::generate::sampling::{Rng, Strategy};
 use crate::generate::{GenerateOptions, Generator};
 use crate::model::inputs::HostBatch;
+use crate::model::precision::Precision;
 use crate::model::ModelConfig;
 use crate::tokenizer::Tokenizer;
 use crate::train::checkpoint::load_model_or_run;
@@ -76,6 +77,10 @@ pub struct Args {
     /// Number of (CPU) devices to open (default: the mesh's size).
     #[arg(long)]
     pub devices: Option<i64>,
+    /// Keep the weights on the device as bf16 or f16 (half the memory; every operation
+    /// still computes in f32).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
 }
 
 /// Reads a spout vector of `width` values.
@@ -247,7 +252,8 @@ pub fn run(args: Args) -> Result<()> {
         }
         check_mesh(m, device.device_count(), &cfg, 1)?;
     }
-    let mut generator = Generator::on_mesh(&device, &cfg, &params, mesh)?;
+    let mut generator =
+        Generator::with_weights(&device, &cfg, &params, mesh, args.precision.weights())?;
     let out = Output {
         tok: &tok,
         cfg: &cfg,

@@ -38,9 +38,10 @@ pub fn prefill_program(
     len: i64,
     spout: bool,
     slots: i64,
+    weights: DType,
 ) -> Result<Function> {
     let b = Builder::new("prefill");
-    let params = Params::declare(&b, &param_specs(cfg), DType::F32);
+    let params = Params::declare_stored(&b, &param_specs(cfg), weights);
     // The labels argument is declared but unused, so every program built on
     // `declare_batch` takes the batch in the same order.
     let (mut inputs, _labels) = declare_batch(&b, cfg, batch, len, spout);
@@ -50,8 +51,13 @@ pub fn prefill_program(
 }
 
 /// The one-token decode program. The cache argument is donated to the new cache.
-pub fn decode_program(cfg: &ModelConfig, batch: i64, slots: i64) -> Result<Function> {
-    decode_function(cfg, batch, slots, false)
+pub fn decode_program(
+    cfg: &ModelConfig,
+    batch: i64,
+    slots: i64,
+    weights: DType,
+) -> Result<Function> {
+    decode_function(cfg, batch, slots, false, weights)
 }
 
 /// The decode program; with `reorder`, a last argument `parent [B]` (s32) first replaces
@@ -61,9 +67,10 @@ pub(crate) fn decode_function(
     batch: i64,
     slots: i64,
     reorder: bool,
+    weights: DType,
 ) -> Result<Function> {
     let b = Builder::new(if reorder { "beam_decode" } else { "decode" });
-    let params = Params::declare(&b, &param_specs(cfg), DType::F32);
+    let params = Params::declare_stored(&b, &param_specs(cfg), weights);
     let mut cache = b.parameter("cache", cache_shape(cfg, batch, slots));
     let token = b.parameter("token", Shape::new(DType::S32, vec![batch, 1]));
     let position = b.parameter("position", Shape::new(DType::S32, vec![batch, 1]));
@@ -105,6 +112,9 @@ pub struct Generator<'d> {
     params: Vec<Vec<Buffer>>,
     /// Programs run SPMD over this mesh (experts and heads split over `model`).
     mesh: Option<Mesh>,
+    /// How the weights are kept on the device (f32, or bf16/f16: half the bytes read
+    /// per token); the programs compute in f32 either way.
+    weights: DType,
     prefill: HashMap<(i64, i64, bool, i64), Program>,
     decode: HashMap<(i64, i64, bool), Program>,
 }
@@ -138,6 +148,23 @@ impl<'d> Generator<'d> {
         Generator::on_mesh(device, cfg, params, None)
     }
 
+    /// A generator keeping its weights on the device as `weights` (f32, bf16 or f16).
+    pub fn with_weights(
+        device: &'d Device,
+        cfg: &ModelConfig,
+        params: &[Literal],
+        mesh: Option<Mesh>,
+        weights: DType,
+    ) -> Result<Generator<'d>> {
+        let stored: Vec<Literal> = params
+            .iter()
+            .map(|p| p.convert_float(weights))
+            .collect::<Result<_, _>>()?;
+        let mut g = Generator::on_mesh(device, cfg, &stored, mesh)?;
+        g.weights = weights;
+        Ok(g)
+    }
+
     /// A generator whose programs run over `mesh` (None or one device: plain).
     pub fn on_mesh(
         device: &'d Device,
@@ -164,6 +191,7 @@ impl<'d> Generator<'d> {
             cfg: cfg.clone(),
             params,
             mesh,
+            weights: DType::F32,
             prefill: HashMap::new(),
             decode: HashMap::new(),
         })
@@ -193,7 +221,7 @@ impl<'d> Generator<'d> {
 
         let key = (bsz, len, batch.spout.is_some(), slots);
         if !self.prefill.contains_key(&key) {
-            let f = prefill_program(&cfg, bsz, len, batch.spout.is_some(), slots)?;
+            let f = prefill_program(&cfg, bsz, len, batch.spout.is_some(), slots, self.weights)?;
             self.prefill.insert(key, self.compile(f)?);
         }
 
@@ -247,7 +275,7 @@ impl<'d> Generator<'d> {
     pub(crate) fn decode_for(&mut self, bsz: i64, slots: i64, reorder: bool) -> Result<&Program> {
         let key = (bsz, slots, reorder);
         if !self.decode.contains_key(&key) {
-            let f = decode_function(&self.cfg, bsz, slots, reorder)?;
+            let f = decode_function(&self.cfg, bsz, slots, reorder, self.weights)?;
             self.decode.insert(key, self.compile(f)?);
         }
         Ok(&self.decode[&key])

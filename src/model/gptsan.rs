@@ -37,6 +37,20 @@ impl Params {
         Params { map, order }
     }
 
+    /// Declares every parameter as a program argument stored as `stored` (e.g. bf16
+    /// weights for inference, half the bytes to read per token) and converts each to f32
+    /// where it enters the graph, so the model computes in f32 either way. XLA fuses the
+    /// conversion into the consumers (the expert gather reads bf16 rows).
+    pub fn declare_stored(b: &Builder, specs: &[ParamSpec], stored: DType) -> Params {
+        let mut p = Params::declare(b, specs, stored);
+        if stored != DType::F32 {
+            for t in p.map.values_mut() {
+                *t = t.convert(DType::F32);
+            }
+        }
+        p
+    }
+
     /// From already-built tensors (e.g. values after an optimizer update).
     pub fn from_tensors(names: &[String], tensors: Vec<Tensor>) -> Params {
         let map = names.iter().cloned().zip(tensors).collect();

@@ -10,6 +10,7 @@ pub mod loss;
 pub mod mask;
 pub mod nn;
 pub mod params;
+pub mod precision;
 pub mod programs;
 
 pub mod switch_ffn;
