@@ -6,7 +6,8 @@ use crate::device::Device;
 use crate::generate::sampling::Strategy;
 use crate::generate::{GenerateOptions, Generator};
 use crate::model::inputs::HostBatch;
-use crate::model::params::param_specs;
+use crate::model::params::{param_specs, Init, ParamSpec};
+use crate::model::ModelConfig;
 use crate::model::precision::Precision;
 use crate::model::programs::{forward_args, forward_program, ForwardShape, FORWARD_INPUTS};
 use crate::rng::Rng;
@@ -162,12 +163,76 @@ pub fn forward(a: ModelArgs) -> Result<()> {
     Ok(())
 }
 
+/// Random weights made directly in `dtype`, one tensor at a time and in parallel: the
+/// 2.8B model in bf16 never holds an f32 copy of all its weights. Uniform values with the
+/// spec's standard deviation (speed does not depend on the distribution).
+fn random_params(specs: &[ParamSpec], dtype: DType, seed: u64) -> Result<Vec<Literal>> {
+    use rayon::prelude::*;
+    specs
+        .par_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let std = match s.init {
+                Init::Zeros => 0.0,
+                Init::Ones => return Ok(ones(s, dtype)?),
+                Init::Normal { std } => std,
+            };
+            let mut rng = Rng::new(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let half = std * 3f64.sqrt();
+            let n = s.numel() as usize;
+            let mut bytes = Vec::with_capacity(n * dtype.size_in_bytes());
+            for _ in 0..n {
+                let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+                let x = (2.0 * u - 1.0) * half;
+                match dtype {
+                    DType::Bf16 => bytes.extend_from_slice(&half::bf16::from_f64(x).to_le_bytes()),
+                    DType::F16 => bytes.extend_from_slice(&half::f16::from_f64(x).to_le_bytes()),
+                    _ => bytes.extend_from_slice(&(x as f32).to_le_bytes()),
+                }
+            }
+            Ok(Literal::from_bytes(Shape::new(dtype, s.dims.clone()), bytes)?)
+        })
+        .collect()
+}
+
+fn ones(s: &ParamSpec, dtype: DType) -> Result<Literal> {
+    Ok(Literal::from_slice(&s.dims, &vec![1f32; s.numel() as usize])?.convert_float(dtype)?)
+}
+
+/// Weight bytes one decode step reads: every parameter except the experts, of which only
+/// the chosen one per switch layer (one token per step).
+fn bytes_per_token(specs: &[ParamSpec], cfg: &ModelConfig, dtype: DType) -> f64 {
+    let width = dtype.size_in_bytes() as f64;
+    specs
+        .iter()
+        .map(|s| {
+            let n = s.numel() as f64;
+            if s.name.contains(".mlp.experts.") {
+                n / cfg.num_experts as f64 * width
+            } else {
+                n * width
+            }
+        })
+        .sum()
+}
+
+/// The process's peak resident memory (Linux `VmHWM`), in bytes.
+fn peak_memory() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024.0)
+}
+
 /// Times greedy generation with the KV cache: `--len` prompt tokens, `--repeat` new ones.
 pub fn generate(a: ModelArgs) -> Result<()> {
     let (cfg, _) = load_configs(&a.config)?;
     let device = Device::open(a.plugin.as_deref(), None)?;
-    let params = init_params(&param_specs(&cfg), 1);
-    let mut g = Generator::with_weights(&device, &cfg, &params, None, a.precision.weights())?;
+    let specs = param_specs(&cfg);
+    let weights = a.precision.weights();
+    let params = random_params(&specs, weights, 1)?;
+    let mut g = Generator::with_weights(&device, &cfg, &params, None, weights)?;
+    drop(params);
     let batch = random_batch(cfg.vocab_size, 1, a.len, 7);
     let opts = GenerateOptions {
         max_new_tokens: a.repeat,
@@ -202,6 +267,16 @@ pub fn generate(a: ModelArgs) -> Result<()> {
         mean(&per[..q.max(1).min(per.len())]) * 1e3,
         mean(&per[per.len().saturating_sub(q.max(1))..]) * 1e3
     );
+    let bytes = bytes_per_token(&specs, &cfg, weights);
+    let step = mean(&per);
+    println!(
+        "  weights read per token: {:.1} MB ({:.1} GB/s at the mean step time)",
+        bytes / 1e6,
+        bytes / step.max(1e-9) / 1e9
+    );
+    if let Some(peak) = peak_memory() {
+        println!("  peak memory (resident): {:.2} GB", peak / 1e9);
+    }
     Ok(())
 }
 

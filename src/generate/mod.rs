@@ -156,11 +156,15 @@ impl<'d> Generator<'d> {
         mesh: Option<Mesh>,
         weights: DType,
     ) -> Result<Generator<'d>> {
-        let stored: Vec<Literal> = params
-            .iter()
-            .map(|p| p.convert_float(weights))
-            .collect::<Result<_, _>>()?;
-        let mut g = Generator::on_mesh(device, cfg, &stored, mesh)?;
+        let mut g = if params.iter().all(|p| p.dtype() == weights) {
+            Generator::on_mesh(device, cfg, params, mesh)?
+        } else {
+            let stored: Vec<Literal> = params
+                .iter()
+                .map(|p| p.convert_float(weights))
+                .collect::<Result<_, _>>()?;
+            Generator::on_mesh(device, cfg, &stored, mesh)?
+        };
         g.weights = weights;
         Ok(g)
     }
