@@ -133,6 +133,7 @@ fn train_step_collectives(mesh: &str) -> Vec<runtime::CollectiveStat> {
         training: true,
         frozen: Vec::new(),
         mesh: Some(parse_mesh(mesh).unwrap()),
+        compute: hlo::DType::F32,
     };
     let device = gptsan::device::Device::shared().unwrap();
     let program = device

@@ -196,6 +196,7 @@ fn check_adamw_step(train_case: &str, source_case: &str, frozen_extra: &[&str]) 
         training: false,
         frozen: frozen.clone(),
         mesh: None,
+        compute: hlo::DType::F32,
     };
     let f = train_step_program(&cfg, &spec).unwrap();
     let (trainable, frozen_specs) = split_params(&cfg, &frozen);

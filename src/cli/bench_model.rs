@@ -7,9 +7,9 @@ use crate::generate::sampling::Strategy;
 use crate::generate::{GenerateOptions, Generator};
 use crate::model::inputs::HostBatch;
 use crate::model::params::{param_specs, Init, ParamSpec};
-use crate::model::ModelConfig;
 use crate::model::precision::Precision;
 use crate::model::programs::{forward_args, forward_program, ForwardShape, FORWARD_INPUTS};
+use crate::model::ModelConfig;
 use crate::rng::Rng;
 use crate::train::run::{init_params, load_configs};
 use crate::train::step::{train_step_program, LossKind, StepSpec};
@@ -32,7 +32,8 @@ pub struct ModelArgs {
     pub repeat: usize,
     #[arg(long)]
     pub plugin: Option<String>,
-    /// `generate`: weights kept on the device as bf16/f16 (compute stays f32).
+    /// `train`: bf16 compute from f32 master weights; `generate`: weights kept on the
+    /// device as bf16/f16 (compute stays f32).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
 }
@@ -41,7 +42,7 @@ pub struct ModelArgs {
 fn f32_only(a: &ModelArgs, what: &str) -> Result<()> {
     if a.precision != Precision::F32 {
         anyhow::bail!(
-            "bench {what} runs in f32 only for now; --precision {} applies to bench generate",
+            "bench {what} runs in f32 only for now; --precision {} applies to bench train and generate",
             a.precision.name()
         );
     }
@@ -65,7 +66,6 @@ fn random_batch(vocab: i64, b: i64, t: i64, seed: u64) -> HostBatch {
 
 /// Times the compiled train step (AdamW, the original's loss).
 pub fn train(a: ModelArgs) -> Result<()> {
-    f32_only(&a, "train")?;
     let (cfg, tcfg) = load_configs(&a.config)?;
     let device = Device::open(a.plugin.as_deref(), None)?;
     let spec = StepSpec {
@@ -79,6 +79,7 @@ pub fn train(a: ModelArgs) -> Result<()> {
         training: true,
         frozen: Vec::new(),
         mesh: None,
+        compute: a.precision.training_compute()?,
     };
     let t0 = Instant::now();
     let program = device.compile(&train_step_program(&cfg, &spec)?)?;
@@ -119,7 +120,8 @@ pub fn train(a: ModelArgs) -> Result<()> {
         }
         bufs[rng_arg] = outs.next().context("the train step returned no rng")?;
     }
-    report("train step", compile, &times[1..], (a.batch * a.len) as f64);
+    let what = format!("train step ({})", a.precision.name());
+    report(&what, compile, &times[1..], (a.batch * a.len) as f64);
     Ok(())
 }
 
@@ -174,7 +176,7 @@ fn random_params(specs: &[ParamSpec], dtype: DType, seed: u64) -> Result<Vec<Lit
         .map(|(i, s)| {
             let std = match s.init {
                 Init::Zeros => 0.0,
-                Init::Ones => return Ok(ones(s, dtype)?),
+                Init::Ones => return ones(s, dtype),
                 Init::Normal { std } => std,
             };
             let mut rng = Rng::new(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -190,7 +192,10 @@ fn random_params(specs: &[ParamSpec], dtype: DType, seed: u64) -> Result<Vec<Lit
                     _ => bytes.extend_from_slice(&(x as f32).to_le_bytes()),
                 }
             }
-            Ok(Literal::from_bytes(Shape::new(dtype, s.dims.clone()), bytes)?)
+            Ok(Literal::from_bytes(
+                Shape::new(dtype, s.dims.clone()),
+                bytes,
+            )?)
         })
         .collect()
 }

@@ -101,6 +101,7 @@ pub fn run(args: Args) -> Result<()> {
         training: true,
         frozen: Vec::new(),
         mesh: mesh.clone().filter(|m| m.device_count() > 1),
+        compute: hlo::DType::F32,
     };
     let slots = cfg.context;
     let programs: Vec<Function> = vec![

@@ -28,6 +28,9 @@ pub struct Args {
     /// Peak learning rate of the schedule (overrides the config).
     #[arg(long)]
     pub lr: Option<f64>,
+    /// `bf16`: forward and backward in bf16 from f32 master weights (overrides the config).
+    #[arg(long, value_enum)]
+    pub precision: Option<crate::model::precision::Precision>,
     /// Fraction of the examples held out for evaluation (overrides the config; 0: none).
     #[arg(long)]
     pub eval_fraction: Option<f64>,
@@ -103,6 +106,7 @@ pub fn run(args: Args) -> Result<()> {
         init: args.init,
         train_only: args.train_only,
         freeze: args.freeze,
+        precision: args.precision,
     };
     let summary = run_training(&opts)?;
     if let (Some(first), Some(last)) = (summary.metrics.first(), summary.metrics.last()) {

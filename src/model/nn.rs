@@ -22,13 +22,18 @@ pub fn linear_bias(x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
     linear(x, w).add(b)
 }
 
-/// LayerNorm over the last axis with the biased variance, as PyTorch computes it.
+/// LayerNorm over the last axis with the biased variance, as PyTorch computes it. Computed
+/// in f32 whatever the input's type (bf16 statistics lose too much), returned in the
+/// input's type.
 pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Tensor {
-    let mean = x.mean(&[-1]).expand_dim(-1);
-    let centered = x.sub(&mean);
+    let f32 = hlo::DType::F32;
+    let xf = x.convert(f32);
+    let mean = xf.mean(&[-1]).expand_dim(-1);
+    let centered = xf.sub(&mean);
     let var = centered.square().mean(&[-1]).expand_dim(-1);
     centered
         .mul(&var.add_scalar(eps).rsqrt())
-        .mul(gamma)
-        .add(beta)
+        .mul(&gamma.convert(f32))
+        .add(&beta.convert(f32))
+        .convert(x.dtype())
 }

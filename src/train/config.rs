@@ -2,6 +2,7 @@
 //! line.
 
 use super::optimizer::{OptimizerConfig, Schedule};
+use crate::model::precision::Precision;
 use serde::{Deserialize, Serialize};
 
 /// How the spout input is fed during training.
@@ -38,6 +39,8 @@ pub struct TrainConfig {
     pub eval_every: u64,
     /// Held-out batches per evaluation (a fixed set, so values compare over time).
     pub eval_batches: usize,
+    /// `f32`, or `bf16` compute with f32 master weights.
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -60,6 +63,7 @@ impl Default for TrainConfig {
             eval_fraction: 0.02,
             eval_every: 0,
             eval_batches: 4,
+            precision: Precision::F32,
         }
     }
 }

@@ -32,6 +32,7 @@ pub use super::metrics::Metrics;
 pub use super::run_dir::RunMeta;
 pub use super::setup::{check_mesh, configs_from_toml, load_configs, parse_mesh, DEFAULT_CONFIG};
 pub use super::state::init_params;
+use crate::model::precision::Precision;
 
 /// What `gptsan train` was asked to do.
 #[derive(Clone, Debug)]
@@ -65,6 +66,8 @@ pub struct RunOptions {
     pub train_only: Vec<String>,
     /// Globs on the port's parameter names: these do not train.
     pub freeze: Vec<String>,
+    /// Overrides the `[train]` table's precision.
+    pub precision: Option<Precision>,
 }
 
 pub struct RunSummary {
@@ -205,6 +208,7 @@ fn step_spec(
         training: true,
         frozen,
         mesh: (mesh.device_count() > 1).then(|| mesh.clone()),
+        compute: train.precision.training_compute()?,
     })
 }
 

@@ -124,6 +124,10 @@ pub(crate) fn apply_overrides(train: &mut TrainConfig, opts: &RunOptions) -> Res
             train.eval_fraction
         );
     }
+    if let Some(p) = opts.precision {
+        train.precision = p;
+    }
+    train.precision.training_compute()?;
     if let Some(lr) = opts.lr {
         if !(lr > 0.0 && lr.is_finite()) {
             bail!("--lr {lr} must be a positive number");

@@ -47,6 +47,10 @@ pub struct StepSpec {
     pub frozen: Vec<String>,
     /// Device mesh for SPMD (None: one device).
     pub mesh: Option<Mesh>,
+    /// The type the model computes in: f32, or bf16 with f32 master weights (the
+    /// parameters, gradients and optimizer state stay f32; softmax, layer norm, router
+    /// and loss compute in f32).
+    pub compute: DType,
 }
 
 /// The parameters split into trainable and frozen, in argument order.
@@ -111,7 +115,7 @@ pub fn train_step_program(cfg: &ModelConfig, spec: &StepSpec) -> Result<Function
     names.extend(frozen.iter().map(|s| s.name.clone()));
     let mut all = train_t.clone();
     all.extend(frozen_t.iter().cloned());
-    let params = Params::from_tensors(&names, all);
+    let params = Params::from_tensors(&names, compute_copies(&all, spec.compute));
 
     // Router jitter: x * U(1-j, 1+j), one draw per switch layer.
     let mut rng_state = rng.clone();
@@ -195,6 +199,12 @@ pub fn train_step_program(cfg: &ModelConfig, spec: &StepSpec) -> Result<Function
     Ok(f)
 }
 
+/// The parameters as the model reads them: the f32 masters themselves, or their copies
+/// in the compute type (the gradient flows back through the conversion to the master).
+fn compute_copies(masters: &[Tensor], compute: DType) -> Vec<Tensor> {
+    masters.iter().map(|t| t.convert(compute)).collect()
+}
+
 /// The loss and its parts, as the train step minimises them.
 struct LossTerms {
     loss: Tensor,
@@ -264,7 +274,7 @@ pub fn eval_step_program(cfg: &ModelConfig, spec: &StepSpec) -> Result<Function>
         .collect();
     let (batch, labels) = declare_batch(&b, cfg, spec.batch, spec.len, spec.spout);
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
-    let params = Params::from_tensors(&names, tensors);
+    let params = Params::from_tensors(&names, compute_copies(&tensors, spec.compute));
     let terms = loss_terms(cfg, spec, &params, &batch, &labels, None);
     let mut f = b.build_named(&[("loss", &terms.loss), ("ce", &terms.ce)])?;
     if let Some(mesh) = &spec.mesh {
