@@ -1,6 +1,7 @@
 //! Losses: the reference port's plain cross entropy, and the original's training loss
 //! (cross entropy + z-loss + load balancing).
 
+use super::gptsan::lm_head;
 use hlo::ir::GatherDims;
 use hlo::{DType, Tensor};
 
@@ -66,6 +67,72 @@ pub fn lm_head_cross_entropy(
     (loss, lse, validf)
 }
 
+/// Cross entropy and z-loss of the tied LM head, as the train step minimises them.
+pub struct HeadLoss {
+    /// Mean cross entropy over labelled tokens.
+    pub ce: Tensor,
+    /// Mean of `logsumexp(logits)^2` over labelled tokens (before its coefficient).
+    pub z: Tensor,
+}
+
+/// About this many tokens per chunk of [`chunked_head_loss`]: a `[B, c, V]` f32 block of
+/// logits (c = this / B positions) is the largest buffer the loss makes.
+pub const HEAD_LOSS_CHUNK: i64 = 256;
+
+/// [`lm_head_cross_entropy`] and [`z_loss`] computed chunk by chunk over the positions,
+/// so that neither the logits nor their gradient ever exist as one `[B, T, V]` buffer.
+///
+/// For each chunk of positions (all rows, so a batch split over a `data` mesh axis stays
+/// split) the logits are made once; their log-sum-exp gives both losses, and the gradient
+/// of each loss with respect to those logits (`(softmax - onehot) / count` and
+/// `2 lse softmax / count`) is computed right there. The returned losses carry that
+/// gradient through a surrogate: `stop_gradient(loss - s) + s` with
+/// `s = sum(stop_gradient(dlogits) * logits)`, so autodiff only differentiates the head's
+/// matmul (`dh = dlogits wte`, `dwte = dlogits^T h`), never a softmax over the vocabulary.
+/// `h [B, T, d]`, `wte [V, d]`, `bias [1, V]`, `labels [B, T]` s32 (-100: no label).
+pub fn chunked_head_loss(h: &Tensor, wte: &Tensor, bias: &Tensor, labels: &Tensor) -> HeadLoss {
+    let b = h.builder();
+    let f32 = DType::F32;
+    let v = wte.dims()[0];
+    let (rows, t) = (labels.dims()[0], labels.dims()[1]);
+    let valid = labels.ne(&b.scalar(-100.0, DType::S32));
+    let count = valid.convert(f32).sum_all().max(&b.scalar(1.0, f32));
+    let inv_count = b.scalar(1.0, f32).div(&count);
+    let zero = || b.scalar(0.0, f32);
+    let (mut ce_sum, mut z_sum, mut ce_sur, mut z_sur) = (zero(), zero(), zero(), zero());
+    let step = (HEAD_LOSS_CHUNK / rows).max(1);
+    let mut start = 0;
+    while start < t {
+        let end = (start + step).min(t);
+        let logits = lm_head(&h.slice_dim(1, start, end), wte, bias).convert(f32); // [B, c, V]
+        let valid_c = valid.slice_dim(1, start, end);
+        let validf = valid_c.convert(f32);
+        let safe = valid_c.select(&labels.slice_dim(1, start, end), &b.scalar(0.0, DType::S32));
+        let onehot = safe.one_hot(v, f32); // fused into its consumers
+        let lse = logits.logsumexp(2); // [B, c]
+        let picked = logits.mul(&onehot).reduce_sum(&[2]);
+        ce_sum = ce_sum.add(&lse.sub(&picked).mul(&validf).sum_all());
+        z_sum = z_sum.add(&lse.square().mul(&validf).sum_all());
+        // The gradients of the two means with respect to this chunk's logits.
+        let softmax = logits.sub(&lse.expand_dim(-1)).exp();
+        let row_scale = validf.mul(&inv_count).expand_dim(-1); // [B, c, 1]
+        let d_ce = softmax.sub(&onehot).mul(&row_scale).stop_gradient();
+        let d_z = softmax
+            .mul(&lse.mul_scalar(2.0).expand_dim(-1))
+            .mul(&row_scale)
+            .stop_gradient();
+        ce_sur = ce_sur.add(&d_ce.mul(&logits).sum_all());
+        z_sur = z_sur.add(&d_z.mul(&logits).sum_all());
+        start = end;
+    }
+    let with_gradient =
+        |value: Tensor, surrogate: Tensor| value.sub(&surrogate).stop_gradient().add(&surrogate);
+    HeadLoss {
+        ce: with_gradient(ce_sum.mul(&inv_count), ce_sur),
+        z: with_gradient(z_sum.mul(&inv_count), z_sur),
+    }
+}
+
 /// `mean over labelled tokens of logsumexp(logits)^2` (the original's z-loss, before its
 /// coefficient).
 pub fn z_loss(lse: &Tensor, valid: &Tensor) -> Tensor {
@@ -77,7 +144,6 @@ pub fn z_loss(lse: &Tensor, valid: &Tensor) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::gptsan::lm_head;
     use hlo::{Builder, Literal, Shape};
 
     /// The tied-head cross entropy equals the plain one (loss, log-sum-exp) and so do
@@ -109,6 +175,58 @@ mod tests {
             Literal::from_slice(&[v, d], &vals(v * d, 0.5)).unwrap(),
             Literal::from_slice(&[1, v], &vals(v, 0.9)).unwrap(),
             Literal::from_slice(&[1, n], &[3i32, -100, 0, 6, 6, -100]).unwrap(),
+        ];
+        let r = hlo::interpret::evaluate(&f, &args).unwrap();
+        for (a, b) in [(0, 1), (2, 3), (4, 7), (5, 8), (6, 9)] {
+            let (x, y) = (r[a].to_f64_vec(), r[b].to_f64_vec());
+            for (p, q) in x.iter().zip(&y) {
+                assert!((p - q).abs() <= 1e-5, "outputs {a} and {b}: {p} vs {q}");
+            }
+        }
+    }
+
+    /// The chunked loss (300 positions of 2 rows: chunks of 128, the last one partial) equals the plain
+    /// cross entropy and z-loss in value and in its gradients for the head's input, the
+    /// embedding and the bias.
+    #[test]
+    fn chunked_head_loss_equals_the_plain_one() {
+        let (n, d, v) = (600, 3, 7);
+        let b = Builder::new("chunked");
+        let h = b.parameter("h", Shape::new(DType::F32, vec![2, n / 2, d]));
+        let wte = b.parameter("wte", Shape::new(DType::F32, vec![v, d]));
+        let bias = b.parameter("bias", Shape::new(DType::F32, vec![1, v]));
+        let labels = b.parameter("labels", Shape::new(DType::S32, vec![2, n / 2]));
+        let logits = lm_head(&h, &wte, &bias);
+        let (ce, lse, valid) = cross_entropy(&logits, &labels);
+        let z = z_loss(&lse, &valid);
+        let plain = ce.add(&z.mul_scalar(0.3));
+        let got = chunked_head_loss(&h, &wte, &bias, &labels);
+        let chunked = got.ce.add(&got.z.mul_scalar(0.3));
+        let wrt = [h.clone(), wte.clone(), bias.clone()];
+        let gp = hlo::autodiff::grad(&plain, &wrt).unwrap();
+        let gc = hlo::autodiff::grad(&chunked, &wrt).unwrap();
+        let mut outs = vec![&ce, &got.ce, &z, &got.z];
+        outs.extend(gp.iter().chain(&gc));
+        let f = b.build(&outs).unwrap();
+        let vals = |k: i64, s: f32| {
+            (0..k)
+                .map(|i| (i as f32 * 0.37 + s).sin() * 2.0)
+                .collect::<Vec<_>>()
+        };
+        let label_vals: Vec<i32> = (0..n)
+            .map(|i| {
+                if i % 11 == 3 {
+                    -100
+                } else {
+                    (i * 5 % v) as i32
+                }
+            })
+            .collect();
+        let args = [
+            Literal::from_slice(&[2, n / 2, d], &vals(n * d, 0.2)).unwrap(),
+            Literal::from_slice(&[v, d], &vals(v * d, 0.5)).unwrap(),
+            Literal::from_slice(&[1, v], &vals(v, 0.9)).unwrap(),
+            Literal::from_slice(&[2, n / 2], &label_vals).unwrap(),
         ];
         let r = hlo::interpret::evaluate(&f, &args).unwrap();
         for (a, b) in [(0, 1), (2, 3), (4, 7), (5, 8), (6, 9)] {

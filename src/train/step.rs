@@ -11,7 +11,7 @@
 
 use super::optimizer::{clip_by_global_norm, OptimizerConfig};
 use crate::model::gptsan::{forward, Batch, Jitter, Params};
-use crate::model::loss::{lm_head_cross_entropy, z_loss};
+use crate::model::loss::{chunked_head_loss, HeadLoss};
 pub use crate::model::params::param_sharding;
 use crate::model::params::{param_specs, ParamSpec};
 use crate::model::programs::declare_batch;
@@ -223,14 +223,13 @@ fn loss_terms(
     jitter: Option<&Jitter>,
 ) -> LossTerms {
     let out = forward(cfg, params, batch, spec.training, jitter);
-    let (ce, lse, valid) = lm_head_cross_entropy(
-        &out.logits,
+    // Chunked over tokens: no [B*T, V] logits or logits gradient in the step.
+    let HeadLoss { ce, z } = chunked_head_loss(
         &out.last_hidden,
         params.get("model.embed_tokens.weight"),
         params.get("final_logits_bias"),
         labels,
     );
-    let z = z_loss(&lse, &valid);
     let b = ce.builder().clone();
     let mut balance = b.scalar(0.0, DType::F32);
     for r in &out.routers {
