@@ -5,8 +5,13 @@
 pub mod api;
 pub mod client;
 pub mod engine;
+pub mod fill;
+pub mod forward;
 pub mod http;
+pub mod inspect;
+pub mod playground;
 pub mod programs;
+pub mod solo;
 pub mod text;
 
 use anyhow::{Context, Result};
