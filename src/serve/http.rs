@@ -1,6 +1,8 @@
-//! Routes: `GET /health` and `POST /v1/completions` (JSON, or server-sent events with
-//! `stream: true`). Handlers validate, hand prompts to the engine's queue and turn its
-//! events into responses; they never touch the device.
+//! Routes: `GET /health`, `POST /v1/completions` (JSON, or server-sent events with
+//! `stream: true`), `POST /v1/inspect` ([`super::inspect`]), `POST /v1/fill-mask`
+//! ([`super::fill`]) and the playground page (`GET /`, [`super::playground`]). Handlers
+//! validate, hand work to the engine's queue and turn its events into responses; they
+//! never touch the device.
 
 use super::api::{self, ApiError, Choice, Completion, Usage, Validated};
 use super::engine::{Event, Job, Work};
