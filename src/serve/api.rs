@@ -415,6 +415,23 @@ mod tests {
     }
 
     #[test]
+    fn beam_and_spout_prompts_run_alone_and_spout_classes_are_checked() {
+        let text = include_str!("../../configs/tiny.toml");
+        let cfg = ModelConfig::from_toml(text, "tiny.toml").unwrap();
+        let one_hot = spout(Some(3), &cfg).unwrap().unwrap();
+        assert_eq!(one_hot.len(), 16);
+        assert_eq!(one_hot.iter().sum::<f32>(), 1.0);
+        assert_eq!(one_hot[3], 1.0);
+        assert!(spout(Some(16), &cfg).is_err());
+        assert!(spout(Some(-1), &cfg).is_err());
+        assert_eq!(spout(None, &cfg).unwrap(), None);
+        let beam = parse(b"{\"prompt\": \"a\", \"beam_width\": 2}").unwrap();
+        assert!(beam.sampling().unwrap().solo());
+        let plain = parse(b"{\"prompt\": \"a\"}").unwrap();
+        assert!(!plain.sampling().unwrap().solo());
+    }
+
+    #[test]
     fn errors_are_json() {
         let e = ApiError::busy("full");
         assert_eq!(e.body()["error"]["type"], "server_busy");

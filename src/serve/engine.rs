@@ -21,6 +21,11 @@
 //! `generate`'s batches. Under the port's routing (Hugging Face models) rows are fully
 //! independent; under the original routing the active rows of one decode step share
 //! expert capacity, as rows of `generate`'s batches do.
+//!
+//! The queue also carries what does not fit a batch row ([`Work`]): beam-search and spout
+//! prompts run alone ([`super::solo`]), and one-forward requests (routing, mask filling)
+//! are answered between decode steps ([`super::forward`]), all on the same device and
+//! parameters.
 
 use super::api::{FinishReason, PromptIds, Sampling, Usage};
 use super::forward::{ForwardJob, Forwards};
