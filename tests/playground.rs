@@ -228,6 +228,36 @@ fn playground_streams_routes_and_fills_masks_in_a_browser() {
     assert!(!text_of(&tab, "output-text").is_empty());
     screenshot(&tab, "playground-generate.png");
 
+    // Stop: clicked in the same tick as Generate, so the request is cut before any answer.
+    let text = text_of(&tab, "output-text");
+    eval(
+        &tab,
+        "document.getElementById('generate').click() || document.getElementById('stop').click()",
+    );
+    wait_for(
+        &tab,
+        "document.getElementById('gen-status').textContent === 'stopped'",
+        "the stopped status",
+    );
+    assert_eq!(
+        eval(&tab, "document.getElementById('generate').disabled"),
+        false
+    );
+    assert_eq!(eval(&tab, "document.getElementById('stop').disabled"), true);
+    assert_eq!(eval(&tab, "document.getElementById('error').hidden"), true);
+    assert!(
+        text_of(&tab, "output-text").len() < text.len().max(1),
+        "cut before any text"
+    );
+    // The server is still fine: generate again to the end, the same greedy text.
+    click(&tab, "#generate");
+    wait_for(
+        &tab,
+        "document.getElementById('gen-status').textContent.startsWith('done')",
+        "the end of the second stream",
+    );
+    assert_eq!(text_of(&tab, "output-text"), text);
+
     // Routing of the prompt and its continuation: a cell per token and switch layer.
     click(&tab, "#to-routing");
     let cells = wait_for(

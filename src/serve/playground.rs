@@ -25,3 +25,19 @@ pub async fn css() -> impl IntoResponse {
 pub async fn js() -> impl IntoResponse {
     asset("text/javascript; charset=utf-8", JS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_loads_nothing_from_elsewhere() {
+        for asset in [HTML, CSS, JS] {
+            for remote in ["http://", "https://", "src=\"//", "href=\"//", "@import"] {
+                assert!(!asset.contains(remote), "{remote} in a page asset");
+            }
+        }
+        assert!(HTML.contains("<script src=\"/playground.js\">"));
+        assert!(HTML.contains("href=\"/playground.css\""));
+    }
+}
