@@ -364,3 +364,238 @@ fn serves_greedy_text_equal_to_generate_batched_streamed_and_with_json_errors() 
     let logged = stderr.matches("POST /v1/completions").count();
     assert_eq!(logged, 1 + PROMPTS.len() + 1 + 1 + 7 + 1, "{stderr}");
 }
+
+/// `gptsan forward` on one row of ids with prefix flags; returns its outputs.
+fn forward_outputs(ids: &[i32], types: &[i32]) -> std::collections::HashMap<String, hlo::Literal> {
+    use gptsan::model::checkpoint::{read_safetensors, write_safetensors};
+    let dir = tempfile::tempdir().unwrap();
+    let (inputs, output) = (dir.path().join("in.st"), dir.path().join("out.st"));
+    let dims = [1, ids.len() as i64];
+    let tensors = [
+        (
+            "input_ids".to_string(),
+            hlo::Literal::from_slice(&dims, ids).unwrap(),
+        ),
+        (
+            "token_type_ids".to_string(),
+            hlo::Literal::from_slice(&dims, types).unwrap(),
+        ),
+    ];
+    let refs: Vec<(String, &hlo::Literal)> = tensors.iter().map(|(n, l)| (n.clone(), l)).collect();
+    write_safetensors(&inputs, &refs, None).unwrap();
+    let model = common::hf_tiny();
+    common::run_ok(&[
+        "forward",
+        "--model",
+        model.to_str().unwrap(),
+        "--inputs",
+        inputs.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    read_safetensors(&output).unwrap().into_iter().collect()
+}
+
+/// Asserts that an inspect answer equals forward's router outputs for its ids.
+fn assert_routing_equals_forward(answer: &Value, types: &[i32]) {
+    let ids: Vec<i32> = serde_json::from_value(answer["ids"].clone()).unwrap();
+    let out = forward_outputs(&ids, types);
+    let layers = answer["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2, "the fixture has two switch layers");
+    assert_eq!(answer["tokens"].as_array().unwrap().len(), ids.len());
+    for (l, layer) in layers.iter().enumerate() {
+        let want = |k: &str| out[&format!("router.{l}.{k}")].to_f64_vec();
+        let got = |k: &str| -> Vec<f64> {
+            let v = &layer[k];
+            let flat: Vec<Value> = match v[0].as_array() {
+                Some(_) => v
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|r| r.as_array().unwrap().clone())
+                    .collect(),
+                None => v.as_array().unwrap().clone(),
+            };
+            flat.iter().map(|x| x.as_f64().unwrap()).collect()
+        };
+        assert_eq!(got("expert"), want("expert"), "layer {l}");
+        assert_eq!(got("kept"), want("kept"), "layer {l}");
+        let (a, b) = (got("probs"), want("probs"));
+        assert_eq!(a.len(), b.len());
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max);
+        assert!(worst <= 1e-5, "layer {l}: probs differ by {worst}");
+        let experts = want("expert");
+        for (t, p) in got("prob").iter().enumerate() {
+            assert!(
+                (p - b[t * 4 + experts[t] as usize]).abs() <= 1e-5,
+                "layer {l} token {t}"
+            );
+        }
+    }
+}
+
+#[test]
+fn inspect_equals_forward_and_fill_mask_fills_with_json_errors() {
+    let server = Server::start(&["--max-batch", "2"]);
+    // Ids as given: 60 tokens over 4 experts of capacity 8, so some are dropped.
+    let ids: Vec<i32> = (0..60).map(|i| 100 + 37 * i).collect();
+    let (status, text) = server.post("/v1/inspect", &json!({ "ids": ids }).to_string());
+    assert_eq!(status, 200, "{text}");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["ids"], json!(ids));
+    assert_routing_equals_forward(&answer, &[0; 60]);
+    let dropped = answer["layers"][0]["kept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| **k == 0)
+        .count();
+    assert!(
+        dropped > 0,
+        "no token was dropped: {}",
+        answer["layers"][0]["kept"]
+    );
+
+    // Text with a prefix: [SOT] prefix [SEG] prompt, the prefix bidirectional.
+    let body = json!({ "prompt": PROMPTS[1], "prefix": PROMPTS[0] });
+    let (status, text) = server.post("/v1/inspect", &body.to_string());
+    assert_eq!(status, 200, "{text}");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    let ids: Vec<i32> = serde_json::from_value(answer["ids"].clone()).unwrap();
+    let seg = ids.iter().position(|&i| i == 35998).expect("a SEG");
+    assert!(seg > 1, "the prefix comes before SEG: {ids:?}");
+    let types: Vec<i32> = (0..ids.len()).map(|i| (i < seg) as i32).collect();
+    assert_routing_equals_forward(&answer, &types);
+    assert_eq!(answer["tokens"][0], "<|startoftext|>");
+
+    // Fill-mask equals `gptsan fill-mask --json`.
+    let masked = "東京は日本の[MASK]です。";
+    let model = common::hf_tiny();
+    let cli = common::run_ok(&[
+        "fill-mask",
+        "--model",
+        model.to_str().unwrap(),
+        "--vocab",
+        &vocab(),
+        "--text",
+        masked,
+        "--json",
+    ]);
+    let want: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    let (status, text) = server.post("/v1/fill-mask", &json!({ "text": masked }).to_string());
+    assert_eq!(status, 200, "{text}");
+    let got: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(got["output_ids"], want["output_ids"]);
+    assert_eq!(got["text"], want["output_text"]);
+    assert!(!got["text"].as_str().unwrap().contains("[MASK]"));
+    let filled = got["filled"].as_array().unwrap();
+    assert_eq!(filled.iter().filter(|f| **f == true).count(), 1);
+    assert_eq!(filled.len(), got["tokens"].as_array().unwrap().len());
+
+    // Bad input: JSON errors with status 400.
+    let long: Vec<i32> = (0..65).map(|i| 100 + i).collect();
+    for (path, body, needle) in [
+        ("/v1/inspect", "{\"ids\": [1,".to_string(), "malformed JSON"),
+        ("/v1/inspect", json!({ "prompt": "" }).to_string(), "empty"),
+        ("/v1/inspect", json!({ "ids": [] }).to_string(), "empty"),
+        ("/v1/inspect", json!({ "ids": long }).to_string(), "context"),
+        (
+            "/v1/inspect",
+            json!({ "prompt": "雨".repeat(100) }).to_string(),
+            "context",
+        ),
+        (
+            "/v1/inspect",
+            json!({ "ids": [5, 36000] }).to_string(),
+            "out of range",
+        ),
+        (
+            "/v1/inspect",
+            json!({ "ids": [5, -1] }).to_string(),
+            "out of range",
+        ),
+        (
+            "/v1/inspect",
+            json!({ "text": "a" }).to_string(),
+            "unknown field",
+        ),
+        ("/v1/fill-mask", "nope".to_string(), "malformed JSON"),
+        ("/v1/fill-mask", json!({ "text": "" }).to_string(), "[MASK]"),
+        (
+            "/v1/fill-mask",
+            json!({ "text": "[MASK]".repeat(70) }).to_string(),
+            "context",
+        ),
+        (
+            "/v1/fill-mask",
+            json!({ "ids": [35993, 40000] }).to_string(),
+            "out of range",
+        ),
+        (
+            "/v1/completions",
+            json!({ "prompt": "a", "beam_width": 0 }).to_string(),
+            "beam_width",
+        ),
+        (
+            "/v1/completions",
+            json!({ "prompt": "a", "spout_class": 16 }).to_string(),
+            "spout",
+        ),
+        (
+            "/v1/completions",
+            json!({ "prompt": [1, 2], "prefix": "a" }).to_string(),
+            "prefix",
+        ),
+    ] {
+        let (status, text) = server.post(path, &body);
+        assert_eq!(status, 400, "{path} {body}: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{path} {body}: {message}");
+    }
+}
+
+#[test]
+fn beam_search_and_spout_prompts_equal_generate() {
+    let model = common::hf_tiny();
+    let vocab = vocab();
+    let reference = |extra: &[&str]| -> Value {
+        let mut args = vec![
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--vocab",
+            &vocab,
+            "--prompt",
+            PROMPTS[2],
+            "--prefix",
+            PROMPTS[3],
+            "--max-new-tokens",
+            "10",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        serde_json::from_slice(&common::run_ok(&args).stdout).unwrap()
+    };
+    let beam = reference(&["--beam-width", "3"]);
+    let spout = reference(&["--greedy", "--spout", "onehot:5"]);
+    let server = Server::start(&[]);
+    let base =
+        json!({ "prompt": PROMPTS[2], "prefix": PROMPTS[3], "max_tokens": 10, "temperature": 0 });
+    let with = |k: &str, v: Value| {
+        let mut b = base.clone();
+        b[k] = v;
+        b
+    };
+    let (status, got) = server.complete(&with("beam_width", json!(3)));
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["choices"][0]["text"], beam["text"], "{got}");
+    let (status, got) = server.complete(&with("spout_class", json!(5)));
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["choices"][0]["text"], spout["text"], "{got}");
+}

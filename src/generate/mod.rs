@@ -383,6 +383,34 @@ impl<'d> Generator<'d> {
         }
     }
 
+    /// Runs a program that takes the parameters then `extra` (a forward or inference
+    /// program compiled by [`Self::compile`]); returns every output of the first device.
+    /// The server's one-forward requests share the generator's parameters this way.
+    pub(crate) fn run_outputs(&self, program: &Program, extra: &[Literal]) -> Result<Vec<Literal>> {
+        let first_extra = self.params[0].len();
+        let uploaded: Vec<Vec<Buffer>> = extra
+            .iter()
+            .enumerate()
+            .map(|(k, lit)| program.upload_arg(first_extra + k, lit))
+            .collect::<Result<_>>()?;
+        let lists: Vec<Vec<&Buffer>> = (0..self.params.len())
+            .map(|d| {
+                let mut l: Vec<&Buffer> = self.params[d].iter().collect();
+                l.extend(uploaded.iter().map(|u| &u[d]));
+                l
+            })
+            .collect();
+        let out = program.run_per_device(&lists)?;
+        let first = out
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("{} ran on no device", program.function.name))?;
+        first
+            .into_iter()
+            .map(|b| b.to_literal().map_err(Into::into))
+            .collect()
+    }
+
     /// Runs a prefill or decode program: the parameters, then the (donated) cache when
     /// given, then `extra`. Returns the logits and the new cache (a piece per device).
     pub(crate) fn call(

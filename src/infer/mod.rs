@@ -89,18 +89,12 @@ impl<'d> Runner<'d> {
     /// Runs the `what` program on `rows` (right-padded into one batch); `extra` follows
     /// the batch arguments. Returns the program's single output.
     pub fn run(&mut self, what: InferOutput, rows: &[Row], extra: &[Literal]) -> Result<Literal> {
-        for r in rows {
-            check_row(&r.ids, &self.cfg)?;
-        }
-        let batch = pad_rows(rows);
-        let key = (what, batch.batch as i64, batch.len as i64);
+        let (dims, mut args) = batch_args(rows, &self.cfg)?;
+        let key = (what, dims[0], dims[1]);
         if !self.programs.contains_key(&key) {
             let f = infer_program(&self.cfg, what, key.1, key.2)?;
             self.programs.insert(key, self.device.compile(&f)?);
         }
-        let positions = batch.positions(self.cfg.context, PositionRule::FirstToken);
-        let labels = vec![-100; batch.batch * batch.len];
-        let mut args = forward_args(&[], &batch, &positions, &labels)?;
         args.extend_from_slice(extra);
         let uploaded: Vec<Buffer> = args
             .iter()
@@ -114,6 +108,19 @@ impl<'d> Runner<'d> {
             .to_literal()
             .map_err(Into::into)
     }
+}
+
+/// The batch arguments of an inference program for `rows` (checked, right-padded into
+/// one batch) and the batch's `[B, T]`.
+pub fn batch_args(rows: &[Row], cfg: &ModelConfig) -> Result<([i64; 2], Vec<Literal>)> {
+    for r in rows {
+        check_row(&r.ids, cfg)?;
+    }
+    let batch = pad_rows(rows);
+    let positions = batch.positions(cfg.context, PositionRule::FirstToken);
+    let labels = vec![-100; batch.batch * batch.len];
+    let args = forward_args(&[], &batch, &positions, &labels)?;
+    Ok(([batch.batch as i64, batch.len as i64], args))
 }
 
 /// Checks ids before they are batched: not empty, in the vocabulary, within the context.

@@ -30,6 +30,12 @@ pub struct CompletionRequest {
     /// Keep generating past the end-of-text token (fixed token counts, for benchmarks).
     #[serde(default)]
     pub ignore_eos: bool,
+    /// Bidirectional prefix text for text prompts (prefix-LM, as `generate --prefix`).
+    pub prefix: Option<String>,
+    /// Beam search with this many hypotheses (1 or absent: no beam search).
+    pub beam_width: Option<usize>,
+    /// Conditions on spout class K (a one-hot spout, as `generate --spout onehot:K`).
+    pub spout_class: Option<i64>,
 }
 
 /// OpenAI's four prompt forms: text, texts, token ids, lists of token ids.
@@ -63,6 +69,17 @@ pub struct Sampling {
     pub max_tokens: usize,
     pub stop: Vec<String>,
     pub stop_at_eot: bool,
+    /// Beam search width (1: sample or greedy by `strategy`).
+    pub beam_width: usize,
+    /// The spout vector, for models with a spout.
+    pub spout: Option<Vec<f32>>,
+}
+
+impl Sampling {
+    /// Whether a prompt must run alone (beam search, or a spout) instead of in the batch.
+    pub fn solo(&self) -> bool {
+        self.beam_width > 1 || self.spout.is_some()
+    }
 }
 
 /// One tokenized prompt: ids and prefix flags, exactly as `gptsan generate` builds them.
@@ -135,13 +152,7 @@ impl IntoResponse for ApiError {
 /// Parses a request body; malformed JSON and wrongly typed fields are both 400s, told
 /// apart in the message.
 pub fn parse(body: &[u8]) -> Result<CompletionRequest, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        if e.is_syntax() || e.is_eof() {
-            ApiError::bad_request(format!("malformed JSON: {e}"))
-        } else {
-            ApiError::bad_request(format!("invalid request: {e}"))
-        }
-    })
+    super::http::parse_json(body)
 }
 
 impl CompletionRequest {
@@ -150,12 +161,14 @@ impl CompletionRequest {
         if self.n.is_some_and(|n| n != 1) {
             return Err(ApiError::bad_request("n: only 1 is supported"));
         }
-        let sampling = self.sampling()?;
-        let specs = prompt_specs(self.prompt)?;
+        let mut sampling = self.sampling()?;
+        sampling.spout = spout(self.spout_class, cfg)?;
+        let specs = prompt_specs(self.prompt, self.prefix)?;
+        let room = 1 + sampling.spout.is_some() as usize;
         let prompts = specs
             .iter()
             .enumerate()
-            .map(|(k, p)| tokenize(p, tok, cfg).map_err(|m| at_prompt(k, specs.len(), m)))
+            .map(|(k, p)| tokenize(p, tok, cfg, room).map_err(|m| at_prompt(k, specs.len(), m)))
             .collect::<Result<_, _>>()?;
         Ok(Validated {
             prompts,
@@ -193,6 +206,10 @@ impl CompletionRequest {
                 "stop must be at most 4 non-empty strings",
             ));
         }
+        let beam_width = self.beam_width.unwrap_or(1);
+        if beam_width == 0 {
+            return Err(ApiError::bad_request("beam_width must be at least 1"));
+        }
         let strategy = if temperature == 0.0 {
             Strategy::Greedy
         } else {
@@ -208,14 +225,45 @@ impl CompletionRequest {
             max_tokens,
             stop,
             stop_at_eot: !self.ignore_eos,
+            beam_width,
+            spout: None,
         })
     }
 }
 
-/// The prompts of a request as `generate`'s prompt specs (text or ids), none empty.
-fn prompt_specs(prompt: Option<Prompt>) -> Result<Vec<PromptSpec>, ApiError> {
+/// The one-hot spout of class `class`, checked against the model.
+fn spout(class: Option<i64>, cfg: &ModelConfig) -> Result<Option<Vec<f32>>, ApiError> {
+    let Some(k) = class else {
+        return Ok(None);
+    };
+    if !cfg.has_spout() {
+        return Err(ApiError::bad_request(
+            "spout_class: this model has no spout",
+        ));
+    }
+    let width = cfg.spout_width;
+    if k < 0 || k >= width {
+        return Err(ApiError::bad_request(format!(
+            "spout_class {k} is out of range for a spout width of {width}"
+        )));
+    }
+    Ok(Some((0..width).map(|i| (i == k) as i32 as f32).collect()))
+}
+
+/// The prompts of a request as `generate`'s prompt specs (text or ids), none empty;
+/// `prefix` goes with every text prompt.
+fn prompt_specs(
+    prompt: Option<Prompt>,
+    prefix: Option<String>,
+) -> Result<Vec<PromptSpec>, ApiError> {
+    if prefix.is_some() && matches!(prompt, Some(Prompt::Ids(_) | Prompt::IdLists(_))) {
+        return Err(ApiError::bad_request(
+            "prefix goes with text prompts; put a prefix into ids before the first SEG",
+        ));
+    }
     let text = |t: String| PromptSpec {
         prompt: Some(t),
+        prefix: prefix.clone(),
         ..PromptSpec::default()
     };
     let ids = |i: Vec<i64>| PromptSpec {
@@ -246,21 +294,36 @@ fn at_prompt(k: usize, count: usize, message: String) -> ApiError {
 
 /// An empty text or id list (`generate` would still add SOT and SEG to an empty text).
 fn is_empty(p: &PromptSpec) -> bool {
-    p.prompt.as_deref().is_some_and(str::is_empty) || p.ids.as_ref().is_some_and(Vec::is_empty)
+    let blank = |t: &Option<String>| t.as_deref().unwrap_or_default().is_empty();
+    (p.prompt.is_some() && blank(&p.prompt) && blank(&p.prefix))
+        || p.ids.as_ref().is_some_and(Vec::is_empty)
 }
 
-/// One prompt's ids, as `generate` makes them, checked against the model.
-fn tokenize(p: &PromptSpec, tok: &Tokenizer, cfg: &ModelConfig) -> Result<PromptIds, String> {
+/// One prompt's ids, as `generate` makes them, checked against the model; `room`: cache
+/// slots the prompt must leave free (a new token, a spout).
+pub fn tokenize(
+    p: &PromptSpec,
+    tok: &Tokenizer,
+    cfg: &ModelConfig,
+    room: usize,
+) -> Result<PromptIds, String> {
     if is_empty(p) {
         return Err("the prompt is empty".into());
     }
     let (ids, types) = prompt_ids(p, tok, cfg).map_err(|e| format!("{e:#}"))?;
-    if ids.len() as i64 >= cfg.context {
-        return Err(format!(
-            "the prompt has {} tokens; the model's context of {} leaves no room for a new token",
-            ids.len(),
-            cfg.context
-        ));
+    if (ids.len() + room) as i64 > cfg.context {
+        return Err(match room {
+            0 => format!(
+                "the prompt has {} tokens, more than the model's context of {}",
+                ids.len(),
+                cfg.context
+            ),
+            _ => format!(
+                "the prompt has {} tokens; the model's context of {} leaves no room for a new token",
+                ids.len(),
+                cfg.context
+            ),
+        });
     }
     if let Some(bad) = ids.iter().find(|&&i| i < 0 || i as i64 >= cfg.vocab_size) {
         return Err(format!(
@@ -339,12 +402,33 @@ mod tests {
 
     #[test]
     fn empty_prompts_are_refused() {
-        assert!(prompt_specs(None).is_err());
-        assert!(prompt_specs(Some(Prompt::Texts(vec![]))).is_err());
-        let ids = prompt_specs(Some(Prompt::Ids(vec![]))).unwrap();
+        assert!(prompt_specs(None, None).is_err());
+        assert!(prompt_specs(Some(Prompt::Texts(vec![])), None).is_err());
+        let ids = prompt_specs(Some(Prompt::Ids(vec![])), None).unwrap();
         assert!(is_empty(&ids[0]));
-        let text = prompt_specs(Some(Prompt::Text(String::new()))).unwrap();
+        let text = prompt_specs(Some(Prompt::Text(String::new())), None).unwrap();
         assert!(is_empty(&text[0]));
+        let with_prefix = Some("p".to_string());
+        assert!(prompt_specs(Some(Prompt::Ids(vec![1])), with_prefix.clone()).is_err());
+        let text = prompt_specs(Some(Prompt::Text("a".into())), with_prefix).unwrap();
+        assert_eq!(text[0].prefix.as_deref(), Some("p"));
+    }
+
+    #[test]
+    fn beam_and_spout_prompts_run_alone_and_spout_classes_are_checked() {
+        let text = include_str!("../../configs/tiny.toml");
+        let cfg = ModelConfig::from_toml(text, "tiny.toml").unwrap();
+        let one_hot = spout(Some(3), &cfg).unwrap().unwrap();
+        assert_eq!(one_hot.len(), 16);
+        assert_eq!(one_hot.iter().sum::<f32>(), 1.0);
+        assert_eq!(one_hot[3], 1.0);
+        assert!(spout(Some(16), &cfg).is_err());
+        assert!(spout(Some(-1), &cfg).is_err());
+        assert_eq!(spout(None, &cfg).unwrap(), None);
+        let beam = parse(b"{\"prompt\": \"a\", \"beam_width\": 2}").unwrap();
+        assert!(beam.sampling().unwrap().solo());
+        let plain = parse(b"{\"prompt\": \"a\"}").unwrap();
+        assert!(!plain.sampling().unwrap().solo());
     }
 
     #[test]

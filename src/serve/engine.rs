@@ -21,8 +21,14 @@
 //! `generate`'s batches. Under the port's routing (Hugging Face models) rows are fully
 //! independent; under the original routing the active rows of one decode step share
 //! expert capacity, as rows of `generate`'s batches do.
+//!
+//! The queue also carries what does not fit a batch row ([`Work`]): beam-search and spout
+//! prompts run alone ([`super::solo`]), and one-forward requests (routing, mask filling)
+//! are answered between decode steps ([`super::forward`]), all on the same device and
+//! parameters.
 
 use super::api::{FinishReason, PromptIds, Sampling, Usage};
+use super::forward::{ForwardJob, Forwards};
 use super::programs::{insert_row_program, slot_decode_program};
 use super::text::TextStream;
 use crate::cli::batch_input::decode_text;
@@ -60,6 +66,14 @@ pub struct Job {
     pub events: UnboundedSender<(usize, Event)>,
 }
 
+/// What the engine is asked to do, in arrival order.
+pub enum Work {
+    /// Continue a prompt (in the batch, or alone: see [`super::solo`]).
+    Generate(Job),
+    /// One forward pass (routing, mask filling), answered at once.
+    Forward(ForwardJob),
+}
+
 /// What a job reports back, tagged with its index.
 #[derive(Debug)]
 pub enum Event {
@@ -75,7 +89,7 @@ pub enum Event {
 
 /// The running engine thread and the way in.
 pub struct EngineHandle {
-    jobs: SyncSender<Job>,
+    jobs: SyncSender<Work>,
     active: Arc<AtomicUsize>,
     thread: JoinHandle<()>,
     /// The device the engine runs on, in words.
@@ -84,7 +98,7 @@ pub struct EngineHandle {
 
 impl EngineHandle {
     /// A sender for jobs (the channel is bounded: `try_send` fails when the queue is full).
-    pub fn jobs(&self) -> SyncSender<Job> {
+    pub fn jobs(&self) -> SyncSender<Work> {
         self.jobs.clone()
     }
 
@@ -113,7 +127,7 @@ pub fn spawn(
     if max_batch == 0 || queue == 0 {
         bail!("--max-batch and --max-queue must be at least 1");
     }
-    let (jobs, rx) = sync_channel::<Job>(queue);
+    let (jobs, rx) = sync_channel::<Work>(queue);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<String>>();
     let active = Arc::new(AtomicUsize::new(0));
     let counter = active.clone();
@@ -185,6 +199,7 @@ struct Engine<'d> {
     cache: Vec<Buffer>,
     rows: Vec<Option<Row>>,
     active: Arc<AtomicUsize>,
+    forwards: Forwards,
 }
 
 impl<'d> Engine<'d> {
@@ -209,6 +224,7 @@ impl<'d> Engine<'d> {
             cache: Vec::new(),
             rows: (0..max_batch).map(|_| None).collect(),
             active,
+            forwards: Forwards::default(),
             cfg,
         };
         engine.reset_cache()?;
@@ -216,7 +232,7 @@ impl<'d> Engine<'d> {
     }
 
     /// Serves jobs until the channel closes and every row is done.
-    fn run(mut self, jobs: &Receiver<Job>) -> Result<()> {
+    fn run(mut self, jobs: &Receiver<Work>) -> Result<()> {
         loop {
             if !self.admit(jobs) {
                 return Ok(());
@@ -238,9 +254,9 @@ impl<'d> Engine<'d> {
 
     /// Moves queued jobs into free rows (waiting for one when nothing runs); false when
     /// the channel is closed and nothing runs.
-    fn admit(&mut self, jobs: &Receiver<Job>) -> bool {
+    fn admit(&mut self, jobs: &Receiver<Work>) -> bool {
         while let Some(free) = self.rows.iter().position(Option::is_none) {
-            let job = if self.count_active() == 0 {
+            let work = if self.count_active() == 0 {
                 match jobs.recv() {
                     Ok(j) => j,
                     Err(_) => return false,
@@ -251,12 +267,23 @@ impl<'d> Engine<'d> {
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             };
-            if job.events.is_closed() {
-                continue;
+            match work {
+                Work::Forward(f) => self.forwards.run(&self.gen, &self.cfg, f),
+                Work::Generate(job) if job.events.is_closed() => {}
+                Work::Generate(job) if job.sampling.solo() => self.run_solo(&job),
+                Work::Generate(job) => self.start(free, job),
             }
-            self.start(free, job);
         }
         true
+    }
+
+    /// Generates a beam-search or spout prompt alone (see [`super::solo`]).
+    fn run_solo(&mut self, job: &Job) {
+        if let Err(e) = super::solo::run(&mut self.gen, &self.tok, &self.cfg, job) {
+            let _ = job
+                .events
+                .send((job.index, Event::Failed(format!("{e:#}"))));
+        }
     }
 
     /// Prefills `job` into row `slot` and takes its first token.

@@ -1,9 +1,12 @@
-//! Routes: `GET /health` and `POST /v1/completions` (JSON, or server-sent events with
-//! `stream: true`). Handlers validate, hand prompts to the engine's queue and turn its
-//! events into responses; they never touch the device.
+//! Routes: `GET /health`, `POST /v1/completions` (JSON, or server-sent events with
+//! `stream: true`), `POST /v1/inspect` ([`super::inspect`]), `POST /v1/fill-mask`
+//! ([`super::fill`]) and the playground page (`GET /`, [`super::playground`]). Handlers
+//! validate, hand work to the engine's queue and turn its events into responses; they
+//! never touch the device.
 
 use super::api::{self, ApiError, Choice, Completion, Usage, Validated};
-use super::engine::{Event, Job};
+use super::engine::{Event, Job, Work};
+use super::forward::{Answer, ForwardJob, Task};
 use crate::model::ModelConfig;
 use crate::tokenizer::Tokenizer;
 use axum::body::Bytes;
@@ -21,7 +24,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 /// What every handler shares.
 pub struct AppState {
-    pub jobs: SyncSender<Job>,
+    pub jobs: SyncSender<Work>,
     pub active: Arc<AtomicUsize>,
     pub tok: Arc<Tokenizer>,
     pub cfg: ModelConfig,
@@ -34,7 +37,12 @@ pub struct AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/", get(super::playground::page))
+        .route("/playground.css", get(super::playground::css))
+        .route("/playground.js", get(super::playground::js))
         .route("/v1/completions", post(completions))
+        .route("/v1/inspect", post(super::inspect::inspect))
+        .route("/v1/fill-mask", post(super::fill::fill_mask))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError {
@@ -51,6 +59,8 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
         "status": "ok",
         "model": state.model,
         "context": state.cfg.context,
+        "vocab_size": state.cfg.vocab_size,
+        "spout_width": if state.cfg.has_spout() { state.cfg.spout_width } else { 0 },
         "max_batch": state.max_batch,
         "active": state.active.load(Ordering::Relaxed),
     }))
@@ -140,7 +150,7 @@ fn now() -> u64 {
 /// Queues every prompt of the request; a full queue refuses the whole request (prompts
 /// already queued are dropped by the engine once it sees nobody waits for them).
 fn submit(
-    jobs: &SyncSender<Job>,
+    jobs: &SyncSender<Work>,
     request: &Validated,
 ) -> Result<UnboundedReceiver<(usize, Event)>, ApiError> {
     let (tx, rx) = unbounded_channel();
@@ -152,12 +162,42 @@ fn submit(
             sampling: sampling.clone(),
             events: tx.clone(),
         };
-        jobs.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => ApiError::busy("the request queue is full; try again later"),
-            TrySendError::Disconnected(_) => ApiError::busy("the server is shutting down"),
-        })?;
+        jobs.try_send(Work::Generate(job)).map_err(queue_error)?;
     }
     Ok(rx)
+}
+
+/// Queues a one-forward task and waits for its answer (engine failures are 500s).
+pub(super) async fn forward(state: &AppState, task: Task) -> Result<Answer, ApiError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    state
+        .jobs
+        .try_send(Work::Forward(ForwardJob { task, reply }))
+        .map_err(queue_error)?;
+    match answer.await {
+        Ok(Ok(a)) => Ok(a),
+        Ok(Err(m)) => Err(ApiError::internal(m)),
+        Err(_) => Err(ApiError::internal("the engine stopped")),
+    }
+}
+
+/// Parses a JSON body into `T`; malformed JSON and wrongly typed fields are 400s.
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            ApiError::bad_request(format!("malformed JSON: {e}"))
+        } else {
+            ApiError::bad_request(format!("invalid request: {e}"))
+        }
+    })
+}
+
+/// Why a job could not be queued.
+pub(super) fn queue_error<T>(e: TrySendError<T>) -> ApiError {
+    match e {
+        TrySendError::Full(_) => ApiError::busy("the request queue is full; try again later"),
+        TrySendError::Disconnected(_) => ApiError::busy("the server is shutting down"),
+    }
 }
 
 /// Waits for every prompt's result.
@@ -282,6 +322,8 @@ mod tests {
                 max_tokens: 4,
                 stop: Vec::new(),
                 stop_at_eot: true,
+                beam_width: 1,
+                spout: None,
             },
             stream: false,
         }

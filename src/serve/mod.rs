@@ -1,12 +1,19 @@
 //! `gptsan serve`: an OpenAI-style completion server. Requests are validated and
 //! tokenized in async handlers ([`http`], [`api`]); one engine thread owns the device and
-//! decodes every active request in one batch per step ([`engine`]).
+//! decodes every active request in one batch per step ([`engine`]), runs beam and spout
+//! prompts alone ([`solo`]) and answers one-forward requests ([`forward`]). `GET /` serves
+//! a page to try it all in a browser ([`playground`]).
 
 pub mod api;
 pub mod client;
 pub mod engine;
+pub mod fill;
+pub mod forward;
 pub mod http;
+pub mod inspect;
+pub mod playground;
 pub mod programs;
+pub mod solo;
 pub mod text;
 
 use anyhow::{Context, Result};
