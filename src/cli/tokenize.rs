@@ -154,28 +154,37 @@ fn progress(n: usize) -> ProgressBar {
     bar
 }
 
-/// Writes the finished output: to stdout in one go, or atomically to a file.
-fn write_output(output: &Option<PathBuf>, data: &[u8]) -> Result<()> {
+/// Writes the finished output (its parts in order): to stdout, or atomically to a file.
+fn write_output(output: &Option<PathBuf>, parts: &[Vec<u8>]) -> Result<()> {
     match output {
         None => {
             let mut out = std::io::stdout().lock();
-            out.write_all(data).context("writing stdout")?;
+            for p in parts {
+                out.write_all(p).context("writing stdout")?;
+            }
             out.flush().context("writing stdout")
         }
-        Some(p) => write_atomic(p, data),
+        Some(p) => write_atomic_parts(p, parts),
     }
 }
 
 /// Write to `path.tmp-<pid>`, fsync, rename over `path`.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    write_atomic_parts(path, std::slice::from_ref(&data))
+}
+
+/// [`write_atomic`] of the concatenation of `parts`.
+pub fn write_atomic_parts<B: AsRef<[u8]>>(path: &Path, parts: &[B]) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp-{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
     let result = (|| -> Result<()> {
         let mut f =
             std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(data)
-            .with_context(|| format!("writing {}", tmp.display()))?;
+        for part in parts {
+            f.write_all(part.as_ref())
+                .with_context(|| format!("writing {}", tmp.display()))?;
+        }
         f.sync_all()
             .with_context(|| format!("syncing {}", tmp.display()))?;
         std::fs::rename(&tmp, path)
@@ -227,27 +236,47 @@ fn encode(a: EncodeArgs) -> Result<()> {
     };
     let bar = progress(texts.len());
     bar.set_message("encoding");
-    let rendered: Vec<String> = texts
-        .par_iter()
-        .progress_with(bar.clone())
-        .map(|t| {
-            let ids = tok.encode(t, a.clean);
-            if a.plain {
-                let v: Vec<String> = ids.iter().map(u32::to_string).collect();
-                v.join(" ")
-            } else {
-                let v: Vec<String> = ids.iter().map(u32::to_string).collect();
-                format!("{{\"ids\": [{}]}}", v.join(", "))
-            }
+    let chunks: Vec<Vec<u8>> = texts
+        .par_chunks(RENDER_CHUNK)
+        .map(|chunk| {
+            let out = render_ids(&tok, chunk, a.clean, a.plain);
+            bar.inc(chunk.len() as u64);
+            out
         })
         .collect();
     bar.finish_and_clear();
-    let mut out = String::with_capacity(rendered.iter().map(|s| s.len() + 1).sum());
-    for r in rendered {
-        out.push_str(&r);
-        out.push('\n');
+    write_output(&a.output, &chunks)
+}
+
+/// Lines rendered per parallel task: large enough that the per-task buffer amortizes,
+/// small enough to balance the cores.
+const RENDER_CHUNK: usize = 2048;
+
+/// The ids of each text as one output line (`1 2 3` or `{"ids": [1, 2, 3]}`), appended to
+/// one buffer with `itoa`: no allocation per line or number.
+fn render_ids<T: AsRef<str>>(tok: &Tokenizer, texts: &[T], clean: bool, plain: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(texts.iter().map(|t| t.as_ref().len()).sum::<usize>() * 2);
+    let mut ids = Vec::new();
+    let mut num = itoa::Buffer::new();
+    let sep: &[u8] = if plain { b" " } else { b", " };
+    for t in texts {
+        ids.clear();
+        tok.encode_into(t.as_ref(), clean, &mut ids);
+        if !plain {
+            out.extend_from_slice(b"{\"ids\": [");
+        }
+        for (i, &id) in ids.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(sep);
+            }
+            out.extend_from_slice(num.format(id).as_bytes());
+        }
+        if !plain {
+            out.extend_from_slice(b"]}");
+        }
+        out.push(b'\n');
     }
-    write_output(&a.output, out.as_bytes())
+    out
 }
 
 fn decode(a: DecodeArgs) -> Result<()> {
@@ -304,5 +333,5 @@ fn decode(a: DecodeArgs) -> Result<()> {
         out.push_str(&r);
         out.push('\n');
     }
-    write_output(&a.output, out.as_bytes())
+    write_output(&a.output, &[out.into_bytes()])
 }

@@ -49,11 +49,10 @@ impl Evaluator {
             .div_ceil(b)
             .clamp(1, train.eval_batches.max(1));
         let mut rng = Rng::new(train.seed ^ EVAL_SALT);
+        let picks = spread(held_out, n_batches * b);
         let mut batches = Vec::with_capacity(n_batches);
-        for k in 0..n_batches {
-            let picked: Vec<_> = (0..b)
-                .map(|i| examples.example(held_out[(k * b + i) % held_out.len()]))
-                .collect();
+        for chunk in picks.chunks(b) {
+            let picked: Vec<_> = chunk.iter().map(|&i| examples.example(i)).collect();
             let lits = batch_literals(&picked, cfg, train, &mut rng, not)?;
             batches.push(upload(&program, n_params, &lits)?);
         }
@@ -86,6 +85,17 @@ impl Evaluator {
     }
 }
 
+/// `m` of the held-out examples (ascending, so in corpus order) evenly spaced over all of
+/// them, cycling when there are fewer: the evaluated examples stand for the whole corpus,
+/// not for whichever document comes first.
+fn spread(held_out: &[usize], m: usize) -> Vec<usize> {
+    let n = held_out.len();
+    if n <= m {
+        return (0..m).map(|j| held_out[j % n]).collect();
+    }
+    (0..m).map(|j| held_out[j * n / m]).collect()
+}
+
 /// Batch arguments: five token arrays and the spout when used.
 fn batch_arg_count(spec: &StepSpec) -> usize {
     5 + spec.spout as usize
@@ -103,4 +113,16 @@ fn upload(program: &Program, first: usize, lits: &[Literal]) -> Result<Vec<Vec<B
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spread;
+
+    #[test]
+    fn the_evaluated_examples_span_the_held_out_set() {
+        let held: Vec<usize> = (0..100).map(|i| i * 10).collect();
+        assert_eq!(spread(&held, 4), vec![0, 250, 500, 750]);
+        assert_eq!(spread(&held[..3], 5), vec![0, 10, 20, 0, 10]);
+    }
 }
