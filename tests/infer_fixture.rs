@@ -181,6 +181,7 @@ fn vectors_leave_out_the_extra_position_embedding() {
         spout: false,
         grads: false,
         loss: true,
+        weights: hlo::DType::F32,
     };
     let f = forward_program(&cfg, shape).unwrap();
     let positions = batch.positions(cfg.context, PositionRule::Reference);

@@ -60,6 +60,7 @@ pub fn check_forward_cases(run: &Runner) {
             spout: batch.spout.is_some(),
             grads: false,
             loss: true,
+            weights: hlo::DType::F32,
         };
         let f = forward_program(&cfg, shape).unwrap();
         let args = forward_args(&params, &batch, &positions, &labels).unwrap();
@@ -109,6 +110,7 @@ pub fn check_gradients(run: &Runner, train_case: &str, source_case: &str) {
         spout: batch.spout.is_some(),
         grads: true,
         loss: true,
+        weights: hlo::DType::F32,
     };
     let f = forward_program(&cfg, shape).unwrap();
     let out = run(
@@ -252,6 +254,7 @@ fn check_adamw_step(train_case: &str, source_case: &str, frozen_extra: &[&str]) 
             spout: batch.spout.is_some(),
             grads: false,
             loss: true,
+            weights: hlo::DType::F32,
         },
     )
     .unwrap();

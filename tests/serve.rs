@@ -599,3 +599,39 @@ fn beam_search_and_spout_prompts_equal_generate() {
     assert_eq!(status, 200, "{got}");
     assert_eq!(got["choices"][0]["text"], spout["text"], "{got}");
 }
+
+/// `serve --precision bf16` keeps 16-bit weights like `generate --precision bf16`: the
+/// same greedy text (batched decode and solo prefill over the bf16 weights), and the
+/// routing view runs over them too.
+#[test]
+fn bf16_weights_serve_what_bf16_generate_generates() {
+    let model = common::hf_tiny();
+    let vocab = vocab();
+    let reference: Value = serde_json::from_slice(
+        &common::run_ok(&[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--vocab",
+            &vocab,
+            "--prompt",
+            PROMPTS[1],
+            "--max-new-tokens",
+            "12",
+            "--greedy",
+            "--precision",
+            "bf16",
+            "--json",
+        ])
+        .stdout,
+    )
+    .unwrap();
+    let server = Server::start(&["--precision", "bf16"]);
+    let (status, got) = server.complete(&greedy(PROMPTS[1], 12));
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["choices"][0]["text"], reference["text"], "{got}");
+    let (status, body) = server.post("/v1/inspect", &json!({ "prompt": PROMPTS[1] }).to_string());
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert!(!v["layers"].as_array().unwrap().is_empty(), "{body}");
+}

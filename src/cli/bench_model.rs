@@ -137,6 +137,7 @@ pub fn forward(a: ModelArgs) -> Result<()> {
         spout: false,
         grads: false,
         loss: false,
+        weights: hlo::DType::F32,
     };
     let program = device.compile(&forward_program(&cfg, shape)?)?;
     let compile = t0.elapsed().as_secs_f64();

@@ -111,6 +111,7 @@ fn random_model(a: &Args) -> Result<Model> {
         cfg,
         params,
         tok: Arc::new(crate::tokenizer::Tokenizer::builtin().clone()),
+        weights: hlo::DType::F32,
     })
 }
 

@@ -114,6 +114,7 @@ pub fn run(args: Args) -> Result<()> {
                 spout: false,
                 grads: false,
                 loss: true,
+                weights: hlo::DType::F32,
             },
         )?,
         prefill_program(

@@ -104,6 +104,7 @@ pub fn run(args: Args) -> Result<()> {
         spout: batch.spout.is_some(),
         grads: args.grads,
         loss: has_labels,
+        weights: hlo::DType::F32,
     };
     let mut f = forward_program(&cfg, shape)?;
     if let Some(m) = &mesh {

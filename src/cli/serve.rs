@@ -26,10 +26,15 @@ pub struct Args {
     /// Prompts that may wait for a free row; more get HTTP 503.
     #[arg(long, default_value_t = 64)]
     pub max_queue: usize,
+    /// Keep the weights on the device as bf16 or f16 (half the memory; every operation
+    /// still computes in f32).
+    #[arg(long, value_enum, default_value_t = crate::model::precision::Precision::F32)]
+    pub precision: crate::model::precision::Precision,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let model = load(&args.model, &args.run)?;
+    let mut model = load(&args.model, &args.run)?;
+    model.weights = args.precision.weights();
     let opts = ServeOptions {
         host: args.host,
         port: args.port,
@@ -50,6 +55,7 @@ pub fn load(dir: &Path, run: &super::model_args::ModelRunArgs) -> Result<Model> 
         cfg,
         params,
         tok: Arc::new(tok),
+        weights: hlo::DType::F32,
     })
 }
 

@@ -201,6 +201,11 @@ impl<'d> Generator<'d> {
         })
     }
 
+    /// How the weights are kept on the device (programs over them must declare this).
+    pub fn weights(&self) -> DType {
+        self.weights
+    }
+
     /// Runs the prompt through the prefill program, leaving room for up to
     /// `max_new_tokens` generated tokens (fewer when the context is shorter).
     pub(crate) fn run_prefill(

@@ -92,7 +92,7 @@ impl<'d> Runner<'d> {
         let (dims, mut args) = batch_args(rows, &self.cfg)?;
         let key = (what, dims[0], dims[1]);
         if !self.programs.contains_key(&key) {
-            let f = infer_program(&self.cfg, what, key.1, key.2)?;
+            let f = infer_program(&self.cfg, what, key.1, key.2, hlo::DType::F32)?;
             self.programs.insert(key, self.device.compile(&f)?);
         }
         args.extend_from_slice(extra);

@@ -19,6 +19,9 @@ pub struct ForwardShape {
     /// Compute the `loss` output (without labels it is meaningless and costs a pass of
     /// exponentials over all logits).
     pub loss: bool,
+    /// How the parameter arguments are stored (f32, or bf16/f16 converted to f32 where
+    /// they enter the graph).
+    pub weights: DType,
 }
 
 /// Argument order of the forward program: every parameter (in `param_specs` order), then
@@ -69,7 +72,7 @@ pub fn declare_batch(
 pub fn forward_program(cfg: &ModelConfig, shape: ForwardShape) -> Result<Function> {
     let b = Builder::new("forward");
     let specs = param_specs(cfg);
-    let params = Params::declare(&b, &specs, DType::F32);
+    let params = Params::declare_stored(&b, &specs, shape.weights);
     let (batch, labels) = declare_batch(&b, cfg, shape.batch, shape.len, shape.spout);
     let out = forward(cfg, &params, &batch, false, None);
     let with_loss = shape.loss || shape.grads;
@@ -193,12 +196,13 @@ pub fn infer_program(
     what: InferOutput,
     batch: i64,
     len: i64,
+    weights: DType,
 ) -> Result<Function> {
     let b = Builder::new(match what {
         InferOutput::Logits => "logits",
         InferOutput::Vector => "vector",
     });
-    let params = Params::declare(&b, &param_specs(cfg), DType::F32);
+    let params = Params::declare_stored(&b, &param_specs(cfg), weights);
     let (mut inputs, _labels) = declare_batch(&b, cfg, batch, len, false);
     inputs.pads_take_capacity = false;
     let out = forward(cfg, &params, &inputs, false, None);

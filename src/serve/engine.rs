@@ -56,6 +56,9 @@ pub struct Model {
     pub cfg: ModelConfig,
     pub params: Vec<Literal>,
     pub tok: Arc<Tokenizer>,
+    /// How the weights are kept on the device (`serve --precision`); every program
+    /// computes in f32.
+    pub weights: hlo::DType,
 }
 
 /// One prompt of a request; `index` is its choice index.
@@ -210,9 +213,9 @@ impl<'d> Engine<'d> {
         active: Arc<AtomicUsize>,
     ) -> Result<Engine<'d>> {
         let cfg = model.cfg.clone();
-        let gen = Generator::new(device, &cfg, &model.params)?;
+        let gen = Generator::with_weights(device, &cfg, &model.params, None, model.weights)?;
         let (b, slots) = (max_batch as i64, cfg.context);
-        let decode = gen.compile(slot_decode_program(&cfg, b, slots)?)?;
+        let decode = gen.compile(slot_decode_program(&cfg, b, slots, model.weights)?)?;
         let insert = device.compile(&insert_row_program(&cfg, b, slots)?)?;
         let mut engine = Engine {
             device,

@@ -92,7 +92,9 @@ impl Forwards {
         batch.validate(cfg.vocab_size, cfg.context, 0)?;
         let positions = batch.positions(cfg.context, PositionRule::Reference);
         let args = forward_args(&[], &batch, &positions, &vec![-100; n])?;
-        let program = self.program(gen, (true, n), || router_program(cfg, n as i64))?;
+        let program = self.program(gen, (true, n), || {
+            router_program(cfg, n as i64, gen.weights())
+        })?;
         let outputs = gen.run_outputs(program, &args)?;
         router_layers(&program.output_names(), &outputs, n)
     }
@@ -103,7 +105,7 @@ impl Forwards {
         let (dims, args) = batch_args(std::slice::from_ref(&row), cfg)?;
         let n = dims[1] as usize;
         let program = self.program(gen, (false, n), || {
-            infer_program(cfg, InferOutput::Logits, 1, n as i64)
+            infer_program(cfg, InferOutput::Logits, 1, n as i64, gen.weights())
         })?;
         let logits = gen
             .run_outputs(program, &args)?
@@ -139,13 +141,14 @@ impl Forwards {
 
 /// `gptsan forward`'s program for one row of `len` tokens with only its `router.*`
 /// outputs (XLA drops what they do not need: the logits, the loss).
-fn router_program(cfg: &ModelConfig, len: i64) -> Result<Function> {
+fn router_program(cfg: &ModelConfig, len: i64, weights: hlo::DType) -> Result<Function> {
     let shape = ForwardShape {
         batch: 1,
         len,
         spout: false,
         grads: false,
         loss: false,
+        weights,
     };
     let mut f = forward_program(cfg, shape)?;
     f.outputs

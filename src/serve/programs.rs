@@ -12,9 +12,14 @@ use hlo::{Builder, DType, Function, Shape};
 /// One token for each of `batch` rows, each written at its own cache slot `cur [B]`.
 /// Arguments: parameters, cache (donated), token `[B, 1]`, position `[B, 1]`,
 /// key_valid `[B, slots]`, cur `[B]`; outputs: logits `[B, V]`, cache.
-pub fn slot_decode_program(cfg: &ModelConfig, batch: i64, slots: i64) -> Result<Function> {
+pub fn slot_decode_program(
+    cfg: &ModelConfig,
+    batch: i64,
+    slots: i64,
+    weights: DType,
+) -> Result<Function> {
     let b = Builder::new("slot_decode");
-    let params = Params::declare(&b, &param_specs(cfg), DType::F32);
+    let params = Params::declare_stored(&b, &param_specs(cfg), weights);
     let cache = b.parameter("cache", cache_shape(cfg, batch, slots));
     let token = b.parameter("token", Shape::new(DType::S32, vec![batch, 1]));
     let position = b.parameter("position", Shape::new(DType::S32, vec![batch, 1]));
