@@ -4,17 +4,15 @@
 
 use super::api::ApiError;
 use super::forward::{Answer, Task};
-use super::http::{forward, parse_json, AppState};
+use super::http::{forward, json_endpoint, parse_json, AppState};
 use crate::cli::batch_input::decode_text;
 use crate::infer::check_row;
 use crate::infer::fill_mask::{check_ids, text_ids, Filled};
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::Instant;
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
@@ -40,17 +38,7 @@ pub struct FillResponse {
 }
 
 pub async fn fill_mask(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    let started = Instant::now();
-    let response = match answer(&state, &body).await {
-        Ok(r) => Json(r).into_response(),
-        Err(e) => e.into_response(),
-    };
-    tracing::info!(
-        status = response.status().as_u16(),
-        ms = started.elapsed().as_millis() as u64,
-        "POST /v1/fill-mask"
-    );
-    response
+    json_endpoint("POST /v1/fill-mask", answer(&state, &body)).await
 }
 
 async fn answer(state: &AppState, body: &[u8]) -> Result<FillResponse, ApiError> {

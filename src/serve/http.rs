@@ -92,6 +92,25 @@ impl Drop for RequestLog {
     }
 }
 
+/// A one-shot JSON endpoint: the answer as JSON or its JSON error, logged with the
+/// status and the time taken.
+pub(crate) async fn json_endpoint<T: serde::Serialize>(
+    route: &'static str,
+    answer: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Response {
+    let started = std::time::Instant::now();
+    let response = match answer.await {
+        Ok(r) => axum::Json(r).into_response(),
+        Err(e) => e.into_response(),
+    };
+    tracing::info!(
+        status = response.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        "{route}"
+    );
+    response
+}
+
 async fn completions(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     let mut log = RequestLog {
         id: format!("cmpl-{}", state.next_id.fetch_add(1, Ordering::Relaxed)),

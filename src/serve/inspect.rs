@@ -4,15 +4,13 @@
 
 use super::api::{tokenize, ApiError};
 use super::forward::{Answer, RouterLayer, Task};
-use super::http::{forward, parse_json, AppState};
+use super::http::{forward, json_endpoint, parse_json, AppState};
 use crate::cli::generate::PromptSpec;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::Instant;
 
 /// `{"prompt": T, "prefix": P}` (tokenized as `generate` does) or `{"ids": [...]}` (used as
 /// given; tokens before the first SEG are the prefix).
@@ -34,17 +32,7 @@ pub struct InspectResponse {
 }
 
 pub async fn inspect(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    let started = Instant::now();
-    let response = match answer(&state, &body).await {
-        Ok(r) => Json(r).into_response(),
-        Err(e) => e.into_response(),
-    };
-    tracing::info!(
-        status = response.status().as_u16(),
-        ms = started.elapsed().as_millis() as u64,
-        "POST /v1/inspect"
-    );
-    response
+    json_endpoint("POST /v1/inspect", answer(&state, &body)).await
 }
 
 async fn answer(state: &AppState, body: &[u8]) -> Result<InspectResponse, ApiError> {
