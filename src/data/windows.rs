@@ -208,11 +208,11 @@ impl Doc<'_> {
 
     /// The encoding of `text` for a part of `kind` (prefix parts fill `input` only).
     fn encode(&self, text: &str, kind: Kind) -> LmPart {
-        self.from_ids(self.tok.encode(text, kind == Kind::Lm), kind)
+        self.part_of(self.tok.encode(text, kind == Kind::Lm), kind)
     }
 
     /// A part of `kind` from the ids of `encode(text, kind == Lm)`.
-    fn from_ids(&self, ids: Vec<u32>, kind: Kind) -> LmPart {
+    fn part_of(&self, ids: Vec<u32>, kind: Kind) -> LmPart {
         match kind {
             Kind::Prefix => LmPart {
                 input: ids,
@@ -250,7 +250,7 @@ impl Doc<'_> {
                     .and_then(|p| self.tok.suffix(p, before))
                     .or_else(|| self.tok.prefixes(rest, kind == Kind::Lm));
                 match &pre {
-                    Some(p) => self.from_ids(p.ids.clone(), kind),
+                    Some(p) => self.part_of(p.ids.clone(), kind),
                     None => self.encode(rest, kind),
                 }
             };
@@ -342,7 +342,7 @@ impl Doc<'_> {
                 Some(p) => {
                     let mut ids = Vec::with_capacity(free + 8);
                     self.tok.encode_prefix(p, mid, &mut ids);
-                    self.from_ids(ids, kind)
+                    self.part_of(ids, kind)
                 }
                 None => self.encode(&text[..ends[mid - 1]], kind),
             };

@@ -400,7 +400,7 @@ impl Segmenter {
     }
 
     /// The pair entry of (the character of `entry`, `c2`).
-    #[inline]
+    #[inline(always)]
     fn pair(&self, entry: u64, c2: u32) -> Option<u32> {
         let k = (entry >> 32) as usize;
         let kids = &self.kids[self.kid_offsets[k] as usize..self.kid_offsets[k + 1] as usize];
