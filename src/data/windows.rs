@@ -12,7 +12,7 @@
 use super::rules::{assemble, corrupt, lm_part, LmPart, RuleTokens};
 use super::Example;
 use crate::rng::Rng;
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{Prefixes, Tokenizer};
 use serde::{Deserialize, Serialize};
 
 /// The training objective of prepared data (SPEC section 5).
@@ -63,21 +63,38 @@ pub struct EncodedLine {
     pub raw: Vec<u32>,
     /// The LM rules on `encode(text, clean = true)`.
     pub lm: LmPart,
+    /// The line's segmentation, kept to encode its starts and rests cheaply, when encoding
+    /// them is plain segmentation: without cleaning, and with it too if `pre_clean`.
+    pre: Option<Prefixes>,
+    pre_clean: bool,
 }
 
 /// Encodes a line as `mode` needs.
 pub fn encode_line(text: String, mode: Mode, tok: &Tokenizer, t: &RuleTokens) -> EncodedLine {
-    let raw = if mode.uses_prefix() {
-        tok.encode(&text, false)
-    } else {
-        Vec::new()
+    // Plain text (nothing to clean, no emoji) has one encoding with or without cleaning.
+    let mut pre_clean = true;
+    let mut pre = tok.prefixes(&text, true);
+    if pre.is_none() && mode.uses_prefix() {
+        pre_clean = false;
+        pre = tok.prefixes(&text, false);
+    }
+    let raw = match (&pre, mode.uses_prefix()) {
+        (_, false) => Vec::new(),
+        (Some(p), true) => p.ids.clone(),
+        (None, true) => tok.encode(&text, false),
     };
-    let lm = if mode.uses_lm() {
-        lm_part(&tok.encode(&text, true), t)
-    } else {
-        LmPart::default()
+    let lm = match (&pre, mode.uses_lm()) {
+        (_, false) => LmPart::default(),
+        (Some(p), true) if pre_clean => lm_part(&p.ids, t),
+        _ => lm_part(&tok.encode(&text, true), t),
     };
-    EncodedLine { text, raw, lm }
+    EncodedLine {
+        text,
+        raw,
+        lm,
+        pre,
+        pre_clean,
+    }
 }
 
 /// A position in a document: a line and a byte offset in it.
@@ -191,12 +208,17 @@ impl Doc<'_> {
 
     /// The encoding of `text` for a part of `kind` (prefix parts fill `input` only).
     fn encode(&self, text: &str, kind: Kind) -> LmPart {
+        self.part_of(self.tok.encode(text, kind == Kind::Lm), kind)
+    }
+
+    /// A part of `kind` from the ids of `encode(text, kind == Lm)`.
+    fn part_of(&self, ids: Vec<u32>, kind: Kind) -> LmPart {
         match kind {
             Kind::Prefix => LmPart {
-                input: self.tok.encode(text, false),
+                input: ids,
                 target: Vec::new(),
             },
-            Kind::Lm => lm_part(&self.tok.encode(text, true), self.t),
+            Kind::Lm => lm_part(&ids, self.t),
         }
     }
 
@@ -209,6 +231,11 @@ impl Doc<'_> {
                 return;
             }
             let rest = &line.text[self.at.byte..];
+            let plain = line
+                .pre
+                .as_ref()
+                .filter(|_| kind == Kind::Prefix || line.pre_clean);
+            let mut pre = None;
             let piece = if self.at.byte == 0 {
                 match kind {
                     Kind::Prefix => LmPart {
@@ -218,7 +245,14 @@ impl Doc<'_> {
                     Kind::Lm => line.lm.clone(),
                 }
             } else {
-                self.encode(rest, kind)
+                let before = line.text[..self.at.byte].chars().count();
+                pre = plain
+                    .and_then(|p| self.tok.suffix(p, before))
+                    .or_else(|| self.tok.prefixes(rest, kind == Kind::Lm));
+                match &pre {
+                    Some(p) => self.part_of(p.ids.clone(), kind),
+                    None => self.encode(rest, kind),
+                }
             };
             let free = room - out.len() - join;
             if piece.len() <= free {
@@ -229,7 +263,12 @@ impl Doc<'_> {
                 };
                 continue;
             }
-            let (bytes, mut piece) = self.longest_fit(rest, free, kind);
+            let pre = if self.at.byte == 0 {
+                plain
+            } else {
+                pre.as_ref()
+            };
+            let (bytes, mut piece) = self.longest_fit(rest, free, kind, pre);
             if bytes == 0 {
                 if !out.is_empty() {
                     return;
@@ -271,18 +310,42 @@ impl Doc<'_> {
     }
 
     /// The longest start of `text` (in whole characters) whose encoding has at most `free`
-    /// tokens, with that encoding; (0, empty) when not even one character fits.
-    fn longest_fit(&self, text: &str, free: usize, kind: Kind) -> (usize, LmPart) {
+    /// tokens, with that encoding; (0, empty) when not even one character fits. `pre`, when
+    /// given, holds the prefixes of `text` (it saves encoding each start from scratch).
+    fn longest_fit(
+        &self,
+        text: &str,
+        free: usize,
+        kind: Kind,
+        pre: Option<&Prefixes>,
+    ) -> (usize, LmPart) {
         let mut ends: Vec<usize> = text.char_indices().map(|(i, c)| i + c.len_utf8()).collect();
         // Vocabulary entries hold at most 3 characters, so more than 4 per token rarely fit
         // (only cleaned placeholders such as <URL> do): this bound keeps the search short
         // and at worst leaves a window a little less full.
         ends.truncate(4 * free + 4);
+        let owned;
+        let pre = match (pre, ends.last()) {
+            (Some(p), _) => Some(p),
+            (None, Some(&end)) => {
+                owned = self.tok.prefixes(&text[..end], kind == Kind::Lm);
+                owned.as_ref()
+            }
+            (None, None) => None,
+        };
         let (mut lo, mut hi) = (0usize, ends.len());
         let mut best = (0, LmPart::default());
         while lo < hi {
             let mid = (lo + hi).div_ceil(2);
-            let piece = self.encode(&text[..ends[mid - 1]], kind);
+            // The same ids as encoding the start afresh (see `Tokenizer::prefixes`).
+            let piece = match pre {
+                Some(p) => {
+                    let mut ids = Vec::with_capacity(free + 8);
+                    self.tok.encode_prefix(p, mid, &mut ids);
+                    self.part_of(ids, kind)
+                }
+                None => self.encode(&text[..ends[mid - 1]], kind),
+            };
             if piece.len() <= free {
                 best = (ends[mid - 1], piece);
                 lo = mid;
@@ -452,6 +515,55 @@ mod tests {
         let seg = e.token_types.iter().position(|&x| x == 0).unwrap();
         assert_eq!(e.input_ids[seg], tok.special().seg as i32);
         assert_ne!(e.labels[seg], IGNORE);
+    }
+
+    #[test]
+    fn prefix_encodings_match_encoding_afresh() {
+        let tok = Tokenizer::builtin();
+        let texts = [
+            "吾輩は猫である。名前はまだ無い。どこで生れたかとんと見当がつかぬ。",
+            "a b\tc\r\nd\re\u{3000}f<SP><BR>g<|endoftext|>h<|endofte",
+            "ねねねねねね。。。ーー\u{2014}\u{2212}ÿ\u{2000}\u{1f600}x",
+            "(^^)ね:)ね☆♪",
+        ];
+        for text in texts {
+            for clean in [false, true] {
+                let Some(p) = tok.prefixes(text, clean) else {
+                    continue;
+                };
+                assert_eq!(p.ids, tok.encode(text, clean));
+                for (n, (i, c)) in text.char_indices().enumerate() {
+                    let mut ids = Vec::new();
+                    tok.encode_prefix(&p, n + 1, &mut ids);
+                    let start = &text[..i + c.len_utf8()];
+                    assert_eq!(ids, tok.encode(start, clean), "{start:?} {clean}");
+                }
+            }
+        }
+        for text in texts {
+            for clean in [false, true] {
+                let Some(p) = tok.prefixes(text, clean) else {
+                    continue;
+                };
+                for (n, (i, _)) in text.char_indices().enumerate() {
+                    let rest = &text[i..];
+                    let Some(r) = tok.suffix(&p, n) else {
+                        assert!(text[..i].ends_with('\r') && rest.starts_with('\n'));
+                        continue;
+                    };
+                    assert_eq!(r.ids, tok.encode(rest, clean), "{rest:?} {clean}");
+                    for (m, (j, c)) in rest.char_indices().enumerate() {
+                        let mut ids = Vec::new();
+                        tok.encode_prefix(&r, m + 1, &mut ids);
+                        let start = &rest[..j + c.len_utf8()];
+                        assert_eq!(ids, tok.encode(start, clean), "{start:?} {clean}");
+                    }
+                }
+            }
+        }
+        // Emoji and cleanable text take the ordinary path.
+        assert!(tok.prefixes("電話 03-1234-5678", true).is_none());
+        assert!(tok.prefixes("電話 03-1234-5678", false).is_some());
     }
 
     #[test]

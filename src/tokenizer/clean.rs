@@ -64,6 +64,21 @@ fn sub(text: String, re: &Regex, possible: bool, with: &str) -> String {
     }
 }
 
+/// Whether [`clean`] could change this pre-replaced text (given as code points): false
+/// proves it would not. Every pattern needs one of these characters: URL `://`, EMAIL
+/// `@`, TEL and the western date ASCII digits, the era date `年`, PRICE `円`, `ドル` or
+/// `ユーロ`; `<BLOCK>` needs a block character or `<BLOCK><BLOCK>` (hence `K><`).
+pub fn may_change(cps: &[u32]) -> bool {
+    const K: u32 = 'K' as u32;
+    cps.iter().enumerate().any(|(i, &c)| match c {
+        0x30..=0x3a | 0x40 => true, // digits, ':' and '@'
+        0x2500..=0x259f => true,
+        0x5e74 | 0x5186 | 0x30c9 | 0x30e6 => true, // 年 円 ド ユ
+        K => cps.get(i + 1) == Some(&('>' as u32)) && cps.get(i + 2) == Some(&('<' as u32)),
+        _ => false,
+    })
+}
+
 /// Cleans a pre-replaced text the way the reference's `clean_text` does.
 pub fn clean(text: String) -> String {
     let p = patterns();
@@ -134,6 +149,33 @@ mod tests {
         // The western pattern runs first and takes the month and day (as the reference).
         assert_eq!(clean("令和5年4月1日です".into()), "令和5年<DATE>です");
         assert_eq!(clean("1,980円(税込)です".into()), "<PRICE>です");
+    }
+
+    #[test]
+    fn may_change_is_false_only_for_texts_clean_keeps() {
+        let texts = [
+            "see https://a.b/c ok",
+            "a.b@c.co.jp",
+            "03-1234-5678",
+            "2023年4月1日",
+            "令和5年",
+            "1,980円",
+            "5ドル",
+            "3ユーロ",
+            "a──b",
+            "<BLOCK><BLOCK>",
+            "吾輩は猫である。<SP>名前はまだ無い",
+            "１２３４年",
+            "KO<BLOCK>",
+        ];
+        for t in texts {
+            let cps: Vec<u32> = t.chars().map(|c| c as u32).collect();
+            if !may_change(&cps) {
+                assert_eq!(clean(t.to_string()), t, "{t}");
+            } else {
+                assert!(!t.starts_with('吾'), "{t}");
+            }
+        }
     }
 
     #[test]

@@ -49,6 +49,19 @@ pub struct Tokenizer {
     pieces: Vec<decode::Piece>,
 }
 
+/// A text's segmentation kept for [`Tokenizer::encode_prefix`].
+#[derive(Debug, Clone)]
+pub(crate) struct Prefixes {
+    /// The pre-replaced code points.
+    cps: Vec<u32>,
+    /// Code points after each character of the text.
+    char_cps: Vec<u32>,
+    /// (start in `cps`, ids before it) of every token.
+    starts: Vec<(u32, u32)>,
+    /// The ids of the whole text.
+    pub(crate) ids: Vec<u32>,
+}
+
 /// Texts longer than twice this many bytes are encoded in pieces of this size.
 const STREAM_CHUNK: usize = 16 * 1024;
 
@@ -169,19 +182,19 @@ impl Tokenizer {
                 return;
             }
             cps.clear();
-            let mut slow = clean;
-            if !slow {
-                let emoji = &self.emoji;
-                normalize::prereplace(text, |c| {
-                    if emoji.is_trigger(c) {
-                        triggers.push(cps.len());
-                    }
-                    cps.push(c as u32);
-                });
-                // A trigger character alone proves nothing: look for whole keys around
-                // the triggers before taking the string path.
-                slow = !triggers.is_empty() && self.emoji.any_key_near(cps, triggers);
-            }
+            let emoji = &self.emoji;
+            normalize::prereplace(text, |c| {
+                if emoji.is_trigger(c) {
+                    triggers.push(cps.len());
+                }
+                cps.push(c as u32);
+            });
+            // A trigger character alone proves nothing: look for whole keys around the
+            // triggers before taking the string path. With no emoji, cleaning changes
+            // only texts holding one of the characters its patterns need; without them
+            // `cps` is already the cleaned text.
+            let slow = (!triggers.is_empty() && self.emoji.any_key_near(cps, triggers))
+                || (clean && clean::may_change(cps));
             if slow {
                 let s = normalize::prereplace_string(text);
                 let replaced = self.emoji.replace(&s);
@@ -242,6 +255,121 @@ impl Tokenizer {
             start = end;
         }
         true
+    }
+
+    /// The segmentation of `text` kept so that the encoding of any of its starts (in whole
+    /// characters) costs only the last few tokens: `None` unless encoding the text and
+    /// every start of it is plain segmentation of the pre-replaced code points (no emoji
+    /// key; with `clean`, none of the characters the cleaning patterns need).
+    pub(crate) fn prefixes(&self, text: &str, clean: bool) -> Option<Prefixes> {
+        let mut cps = Vec::with_capacity(text.len());
+        let mut triggers = Vec::new();
+        let emoji = &self.emoji;
+        normalize::prereplace(text, |c| {
+            if emoji.is_trigger(c) {
+                triggers.push(cps.len());
+            }
+            cps.push(c as u32);
+        });
+        // No emoji key in the text means none in any start of it either.
+        if (!triggers.is_empty() && emoji.any_key_near(&cps, &triggers))
+            || (clean && clean::may_change(&cps))
+        {
+            return None;
+        }
+        // Code points after each character (CR LF is one line break).
+        let mut char_cps = Vec::with_capacity(text.len());
+        let (mut n, mut prev) = (0u32, '\0');
+        for c in text.chars() {
+            n += match c {
+                ' ' | '\u{3000}' | '\r' => 4,
+                '\n' if prev == '\r' => 0,
+                '\n' => 4,
+                '\t' => 5,
+                _ => 1,
+            };
+            char_cps.push(n);
+            prev = c;
+        }
+        if n as usize != cps.len() {
+            return None;
+        }
+        let mut starts = Vec::with_capacity(cps.len());
+        let mut ids = Vec::with_capacity(cps.len());
+        self.segmenter
+            .segment_noting(&cps, cps.len(), &mut ids, |pos, n| {
+                starts.push((pos as u32, n as u32))
+            });
+        Some(Prefixes {
+            cps,
+            char_cps,
+            starts,
+            ids,
+        })
+    }
+
+    /// The prefixes of the text of `p` after its first `chars` characters (`None` when
+    /// that cut falls inside a CR LF). Segmentation is greedy and looks only forward, so
+    /// the rest's tokens are those of the whole text from the first token start they
+    /// share on: only the tokens before it are segmented again.
+    pub(crate) fn suffix(&self, p: &Prefixes, chars: usize) -> Option<Prefixes> {
+        if chars == 0 {
+            return Some(p.clone());
+        }
+        let q = p.char_cps[chars - 1];
+        if p.char_cps.get(chars) == Some(&q) {
+            return None;
+        }
+        let cps = p.cps[q as usize..].to_vec();
+        let char_cps: Vec<u32> = p.char_cps[chars..].iter().map(|&c| c - q).collect();
+        let mut starts = Vec::with_capacity(p.starts.len());
+        let mut ids = Vec::with_capacity(p.ids.len());
+        let mut pos = 0;
+        let (from, from_id) = loop {
+            if pos >= cps.len() {
+                break (p.starts.len(), p.ids.len());
+            }
+            let at = q + pos as u32;
+            if let Ok(t) = p.starts.binary_search_by_key(&at, |&(s, _)| s) {
+                break (t, p.starts[t].1 as usize);
+            }
+            starts.push((pos as u32, ids.len() as u32));
+            pos += self.segmenter.segment_until(&cps[pos..], 1, &mut ids);
+        };
+        let shift = ids.len() as u32;
+        starts.extend(
+            p.starts[from..]
+                .iter()
+                .map(|&(s, i)| (s - q, i - from_id as u32 + shift)),
+        );
+        ids.extend_from_slice(&p.ids[from_id..]);
+        Some(Prefixes {
+            cps,
+            char_cps,
+            starts,
+            ids,
+        })
+    }
+
+    /// Appends `encode(start, clean)` to `out`, where `start` is the first `chars`
+    /// characters of the text of `p` (`clean` as given to [`Tokenizer::prefixes`]).
+    pub(crate) fn encode_prefix(&self, p: &Prefixes, chars: usize, out: &mut Vec<u32>) {
+        let k = if chars == 0 {
+            0
+        } else {
+            p.char_cps[chars - 1] as usize
+        };
+        // Tokens starting at least `lookahead` before the end are those of the whole text.
+        let la = self.segmenter.lookahead();
+        let t = p.starts.partition_point(|&(s, _)| s as usize + la <= k);
+        let (from, ids) = match p.starts.get(t) {
+            Some(&(s, i)) => (s as usize, i as usize),
+            None => (p.cps.len(), p.ids.len()),
+        };
+        out.extend_from_slice(&p.ids[..ids]);
+        if from < k {
+            self.segmenter.segment(&p.cps[from..k], out);
+        }
     }
 
     /// Encodes many texts in parallel (rayon); the result keeps the input order.

@@ -339,9 +339,22 @@ impl Segmenter {
     /// starts. With `limit + lookahead() <= text.len()` the result is what segmenting the
     /// whole text would give, so long texts can be processed in pieces.
     pub(crate) fn segment_until(&self, text: &[u32], limit: usize, out: &mut Vec<u32>) -> usize {
+        self.segment_noting(text, limit, out, |_, _| {})
+    }
+
+    /// [`Self::segment_until`], calling `note(start, ids before it)` at every token.
+    #[inline(always)]
+    pub(crate) fn segment_noting(
+        &self,
+        text: &[u32],
+        limit: usize,
+        out: &mut Vec<u32>,
+        mut note: impl FnMut(usize, usize),
+    ) -> usize {
         let n = text.len();
         let mut pos = 0;
         while pos < limit {
+            note(pos, out.len());
             let c1 = text[pos];
             if c1 == '<' as u32 {
                 if let Some((id, len)) = self.angle.longest(&text[pos..]) {
@@ -387,7 +400,7 @@ impl Segmenter {
     }
 
     /// The pair entry of (the character of `entry`, `c2`).
-    #[inline]
+    #[inline(always)]
     fn pair(&self, entry: u64, c2: u32) -> Option<u32> {
         let k = (entry >> 32) as usize;
         let kids = &self.kids[self.kid_offsets[k] as usize..self.kid_offsets[k + 1] as usize];
