@@ -2,6 +2,7 @@
 //! XLA compiler frontend. The model is described with the `hlo` builder, differentiated by
 //! its autodiff, lowered to StableHLO and run through PJRT plugins by `runtime`.
 
+pub mod atomic_file;
 pub mod cli;
 pub mod corpus;
 pub mod data;

@@ -168,33 +168,7 @@ fn write_output(output: &Option<PathBuf>, parts: &[Vec<u8>]) -> Result<()> {
     }
 }
 
-/// Write to `path.tmp-<pid>`, fsync, rename over `path`.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    write_atomic_parts(path, std::slice::from_ref(&data))
-}
-
-/// [`write_atomic`] of the concatenation of `parts`.
-pub fn write_atomic_parts<B: AsRef<[u8]>>(path: &Path, parts: &[B]) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let result = (|| -> Result<()> {
-        let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        for part in parts {
-            f.write_all(part.as_ref())
-                .with_context(|| format!("writing {}", tmp.display()))?;
-        }
-        f.sync_all()
-            .with_context(|| format!("syncing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
+pub use crate::atomic_file::{write_atomic, write_atomic_parts};
 
 #[derive(serde::Deserialize)]
 struct TextLine {

@@ -25,8 +25,8 @@ pub fn plot_run(run_dir: &Path, out: Option<&Path>) -> Result<std::path::PathBuf
     Ok(out)
 }
 
-/// Draws to a temporary `.png` next to `out` (the encoder goes by the extension) and
-/// renames it, so a reader never sees half a picture.
+/// Draws to a temporary `.png` next to `out` (the encoder goes by the extension), then
+/// writes the picture atomically, so a reader never sees half of it.
 fn draw_png(metrics: &[Metrics], out: &Path) -> Result<()> {
     register_font();
     let name = out
@@ -38,9 +38,9 @@ fn draw_png(metrics: &[Metrics], out: &Path) -> Result<()> {
         draw_chart(&root, metrics)?;
         root.present().map_err(|e| anyhow!("{e}"))?;
     }
-    std::fs::rename(&tmp, out)
-        .with_context(|| format!("cannot move {} into place", out.display()))?;
-    Ok(())
+    let png = std::fs::read(&tmp).with_context(|| format!("cannot read {}", tmp.display()));
+    let _ = std::fs::remove_file(&tmp);
+    crate::atomic_file::write_atomic(out, &png?)
 }
 
 /// Registers the embedded font once per process (plotters keeps a global table).
