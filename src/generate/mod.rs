@@ -392,20 +392,7 @@ impl<'d> Generator<'d> {
     /// program compiled by [`Self::compile`]); returns every output of the first device.
     /// The server's one-forward requests share the generator's parameters this way.
     pub(crate) fn run_outputs(&self, program: &Program, extra: &[Literal]) -> Result<Vec<Literal>> {
-        let first_extra = self.params[0].len();
-        let uploaded: Vec<Vec<Buffer>> = extra
-            .iter()
-            .enumerate()
-            .map(|(k, lit)| program.upload_arg(first_extra + k, lit))
-            .collect::<Result<_>>()?;
-        let lists: Vec<Vec<&Buffer>> = (0..self.params.len())
-            .map(|d| {
-                let mut l: Vec<&Buffer> = self.params[d].iter().collect();
-                l.extend(uploaded.iter().map(|u| &u[d]));
-                l
-            })
-            .collect();
-        let out = program.run_per_device(&lists)?;
+        let out = self.execute(program, None, extra)?;
         let first = out
             .into_iter()
             .next()
@@ -416,14 +403,14 @@ impl<'d> Generator<'d> {
             .collect()
     }
 
-    /// Runs a prefill or decode program: the parameters, then the (donated) cache when
-    /// given, then `extra`. Returns the logits and the new cache (a piece per device).
-    pub(crate) fn call(
+    /// Runs `program` on every device with the parameters, then `cache` (when given),
+    /// then `extra` uploaded; returns each device's outputs.
+    fn execute(
         &self,
         program: &Program,
-        cache: Option<Vec<Buffer>>,
+        cache: Option<&[Buffer]>,
         extra: &[Literal],
-    ) -> Result<(Literal, Vec<Buffer>)> {
+    ) -> Result<Vec<Vec<Buffer>>> {
         let first_extra = self.params[0].len() + cache.is_some() as usize;
         let uploaded: Vec<Vec<Buffer>> = extra
             .iter()
@@ -433,13 +420,24 @@ impl<'d> Generator<'d> {
         let lists: Vec<Vec<&Buffer>> = (0..self.params.len())
             .map(|d| {
                 let mut l: Vec<&Buffer> = self.params[d].iter().collect();
-                l.extend(cache.as_ref().map(|c| &c[d]));
+                l.extend(cache.map(|c| &c[d]));
                 l.extend(uploaded.iter().map(|u| &u[d]));
                 l
             })
             .collect();
-        let out = program.run_per_device(&lists)?;
-        drop(lists);
+        program.run_per_device(&lists)
+    }
+
+    /// Runs a prefill or decode program: the parameters, then the (donated) cache when
+    /// given, then `extra`. Returns the logits and the new cache (a piece per device).
+    pub(crate) fn call(
+        &self,
+        program: &Program,
+        cache: Option<Vec<Buffer>>,
+        extra: &[Literal],
+    ) -> Result<(Literal, Vec<Buffer>)> {
+        let out = self.execute(program, cache.as_deref(), extra)?;
+        drop(cache);
         let name = &program.function.name;
         let mut new_cache = Vec::new();
         let mut logits = None;

@@ -51,10 +51,6 @@ impl Precision {
     }
 
     pub fn name(self) -> &'static str {
-        match self {
-            Precision::F32 => "f32",
-            Precision::Bf16 => "bf16",
-            Precision::F16 => "f16",
-        }
+        self.weights().name()
     }
 }
