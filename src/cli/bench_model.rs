@@ -271,6 +271,10 @@ pub fn generate(a: ModelArgs) -> Result<()> {
         a.precision.name()
     );
     println!("  first call (compiles prefill + decode): {first:.2} s");
+    if let Some(s) = stamps.first() {
+        let prefill = (*s - t).as_secs_f64();
+        println!("  prefill of {} tokens: {prefill:.2} s", a.len);
+    }
     println!("  {:.1} tokens/s overall ({total:.2} s)", n as f64 / total);
     println!(
         "  per token: first quarter {:.2} ms, last quarter {:.2} ms (flat with a KV cache)",

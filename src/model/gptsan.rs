@@ -39,13 +39,17 @@ impl Params {
 
     /// Declares every parameter as a program argument stored as `stored` (e.g. bf16
     /// weights for inference, half the bytes to read per token) and converts each to f32
-    /// where it enters the graph, so the model computes in f32 either way. XLA fuses the
-    /// conversion into the consumers (the expert gather reads bf16 rows).
+    /// where it enters the graph, so the model computes in f32 either way. The expert
+    /// tables stay in `stored`: `switch_ffn` converts them layer by layer (only the
+    /// chosen rows when decoding), because converted here XLA may convert every layer's
+    /// tables at the start of the program and hold all of them at once.
     pub fn declare_stored(b: &Builder, specs: &[ParamSpec], stored: DType) -> Params {
         let mut p = Params::declare(b, specs, stored);
         if stored != DType::F32 {
-            for t in p.map.values_mut() {
-                *t = t.convert(DType::F32);
+            for (name, t) in p.map.iter_mut() {
+                if !is_expert_table(name) {
+                    *t = t.convert(DType::F32);
+                }
             }
         }
         p
@@ -76,6 +80,11 @@ impl Params {
     pub fn tensors(&self) -> Vec<Tensor> {
         self.order.iter().map(|n| self.map[n].clone()).collect()
     }
+}
+
+/// Whether `name` is a switch layer's expert table (`[E, f, d]` or `[E, d, f]`).
+fn is_expert_table(name: &str) -> bool {
+    name.ends_with(".experts.wi.weight") || name.ends_with(".experts.wo.weight")
 }
 
 /// The token inputs of one forward call. Host code computes positions (the reference's

@@ -69,6 +69,33 @@ fn grouping(
     }
 }
 
+/// The expert tables in the compute type `dtype`. Tables kept narrower on the device
+/// (bf16 or f16 inference weights) are converted here, once this layer's routing is
+/// known: the converted values are multiplied by a one computed from the routing.
+/// Converted at the start instead, XLA CPU holds every layer's f32 tables at once
+/// (10 GiB for the 2.8B model); an optimization barrier does not help, as XLA CPU
+/// removes barriers before it schedules. On a mesh the tables are split over devices
+/// and converted in place.
+fn tables_in(w: &SwitchWeights, expert: &Tensor, dtype: DType) -> (Tensor, Tensor) {
+    if w.wi.dtype() == dtype && w.wo.dtype() == dtype {
+        return (w.wi.clone(), w.wo.clone());
+    }
+    if expert.builder().mesh().is_some() {
+        return (w.wi.convert(dtype), w.wo.convert(dtype));
+    }
+    let b = expert.builder();
+    let all: Vec<i64> = (0..expert.rank() as i64).collect();
+    // Experts are >= 0, so this is exactly 1, but XLA cannot know it before the routing
+    // runs; x * 1 is x for every value (NaN and infinities included).
+    let one = expert
+        .reduce_min(&all)
+        .min(&b.scalar(0.0, DType::S32))
+        .add(&b.scalar(1.0, DType::S32))
+        .convert(dtype);
+    let after_routing = |t: &Tensor| t.convert(dtype).mul(&one.broadcast_to(t.dims()));
+    (after_routing(w.wi), after_routing(w.wo))
+}
+
 /// `expert_in [G, E, C, d]` through each expert's FFN: `[E, G, C, d]`.
 fn run_experts(expert_in: &Tensor, w: &SwitchWeights) -> Tensor {
     let hidden = expert_in
@@ -384,6 +411,16 @@ fn switch_ffn_with(
     let xg = x.reshape(&[groups, n, d]);
     let kept_tokens = || kept_mask.reduce_sum(&[-1]); // [G, N]
     let how = forced.unwrap_or_else(|| choose_dispatch(x, batch * seq, n, e));
+    let (wi, wo) = match how {
+        // Gathers the chosen rows first and converts only those.
+        Dispatch::ChosenWeights => (w.wi.clone(), w.wo.clone()),
+        _ => tables_in(w, &expert, x.dtype()),
+    };
+    let w = &SwitchWeights {
+        router: w.router,
+        wi: &wi,
+        wo: &wo,
+    };
     let combined = match how {
         Dispatch::AllToAll(m) => dispatch_all_to_all(&dispatch, &xg, w, &m),
         Dispatch::OneHot => dispatch_local(&dispatch, &xg, w),
