@@ -134,6 +134,7 @@ fn train_step_collectives(mesh: &str) -> Vec<runtime::CollectiveStat> {
         frozen: Vec::new(),
         mesh: Some(parse_mesh(mesh).unwrap()),
         compute: hlo::DType::F32,
+        loss_scale: Default::default(),
     };
     let device = gptsan::device::Device::shared().unwrap();
     let program = device

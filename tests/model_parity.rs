@@ -199,6 +199,7 @@ fn check_adamw_step(train_case: &str, source_case: &str, frozen_extra: &[&str]) 
         frozen: frozen.clone(),
         mesh: None,
         compute: hlo::DType::F32,
+        loss_scale: Default::default(),
     };
     let f = train_step_program(&cfg, &spec).unwrap();
     let (trainable, frozen_specs) = split_params(&cfg, &frozen);

@@ -32,8 +32,8 @@ pub struct ModelArgs {
     pub repeat: usize,
     #[arg(long)]
     pub plugin: Option<String>,
-    /// `train`: bf16 compute from f32 master weights; `generate`: weights kept on the
-    /// device as bf16/f16 (compute stays f32).
+    /// `train`: bf16/f16 compute from f32 master weights (f16 with loss scaling);
+    /// `generate`: weights kept on the device as bf16/f16 (compute stays f32).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
 }
@@ -80,6 +80,7 @@ pub fn train(a: ModelArgs) -> Result<()> {
         frozen: Vec::new(),
         mesh: None,
         compute: a.precision.training_compute()?,
+        loss_scale: tcfg.loss_scale.clone(),
     };
     let t0 = Instant::now();
     let program = device.compile(&train_step_program(&cfg, &spec)?)?;
@@ -90,6 +91,9 @@ pub fn train(a: ModelArgs) -> Result<()> {
         for d in tcfg.optimizer.state_dims(&s.dims) {
             args.push(Literal::zeros(Shape::new(DType::F32, d)));
         }
+    }
+    if spec.scales_loss() {
+        args.extend(spec.loss_scale.initial_state());
     }
     args.push(Literal::scalar(1.0f32));
     args.push(Literal::scalar(1e-3f32));

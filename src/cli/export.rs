@@ -102,6 +102,7 @@ pub fn run(args: Args) -> Result<()> {
         frozen: Vec::new(),
         mesh: mesh.clone().filter(|m| m.device_count() > 1),
         compute: hlo::DType::F32,
+        loss_scale: Default::default(),
     };
     let slots = cfg.context;
     let programs: Vec<Function> = vec![

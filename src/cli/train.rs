@@ -28,7 +28,8 @@ pub struct Args {
     /// Peak learning rate of the schedule (overrides the config).
     #[arg(long)]
     pub lr: Option<f64>,
-    /// `bf16`: forward and backward in bf16 from f32 master weights (overrides the config).
+    /// `bf16`/`f16`: forward and backward in 16 bits from f32 master weights, f16 with
+    /// dynamic loss scaling (overrides the config).
     #[arg(long, value_enum)]
     pub precision: Option<crate::model::precision::Precision>,
     /// Fraction of the examples held out for evaluation (overrides the config; 0: none).

@@ -2,8 +2,9 @@
 //!
 //! For inference, bf16/f16 keep the weights on the device in 16 bits (half the bytes a
 //! decode step reads, and decoding is bound by memory bandwidth) while every operation
-//! still computes in f32. For training, bf16 computes the forward and backward passes in
-//! bf16 from f32 master weights (softmax, layer norm, router and loss in f32).
+//! still computes in f32. For training, bf16 and f16 compute the forward and backward
+//! passes in 16 bits from f32 master weights (softmax, layer norm, router and loss in
+//! f32); f16 with dynamic loss scaling (`train::loss_scale`).
 
 use hlo::DType;
 
@@ -36,18 +37,10 @@ impl Precision {
         }
     }
 
-    /// The element type the train step computes in (bf16 keeps f32 master weights,
-    /// gradients and optimizer state). f16 training needs dynamic loss scaling, which is
-    /// not built yet.
+    /// The element type the train step computes in (bf16 and f16 keep f32 master
+    /// weights, gradients and optimizer state; f16 also scales the loss dynamically).
     pub fn training_compute(self) -> anyhow::Result<DType> {
-        match self {
-            Precision::F32 => Ok(DType::F32),
-            Precision::Bf16 => Ok(DType::Bf16),
-            Precision::F16 => anyhow::bail!(
-                "training in f16 needs dynamic loss scaling, which is not built yet: use \
-                 --precision bf16 or f32"
-            ),
-        }
+        Ok(self.weights())
     }
 
     pub fn name(self) -> &'static str {

@@ -1,6 +1,7 @@
 //! Training settings: the `[train]` table of a config file, overridable from the command
 //! line.
 
+use super::loss_scale::LossScaleConfig;
 use super::optimizer::{OptimizerConfig, Schedule};
 use crate::model::precision::Precision;
 use serde::{Deserialize, Serialize};
@@ -39,8 +40,10 @@ pub struct TrainConfig {
     pub eval_every: u64,
     /// Held-out batches per evaluation (a fixed set, so values compare over time).
     pub eval_batches: usize,
-    /// `f32`, or `bf16` compute with f32 master weights.
+    /// `f32`, or `bf16`/`f16` compute with f32 master weights.
     pub precision: Precision,
+    /// Dynamic loss scaling of f16 runs.
+    pub loss_scale: LossScaleConfig,
 }
 
 impl Default for TrainConfig {
@@ -64,6 +67,7 @@ impl Default for TrainConfig {
             eval_every: 0,
             eval_batches: 4,
             precision: Precision::F32,
+            loss_scale: LossScaleConfig::default(),
         }
     }
 }

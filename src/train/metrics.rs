@@ -18,6 +18,8 @@ pub struct Metrics {
     pub ce: f64,
     pub z_loss: f64,
     pub balance_loss: f64,
+    /// Infinite (written as `null`) on an f16 step that an overflow skipped.
+    #[serde(deserialize_with = "null_is_infinite")]
     pub grad_norm: f64,
     pub lr: f64,
     pub tokens_per_s: f64,
@@ -25,6 +27,16 @@ pub struct Metrics {
     /// Mean loss over the held-out batches, on the steps that evaluate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_loss: Option<f64>,
+    /// f16 runs: the loss scale the step used, and whether an overflow skipped it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<bool>,
+}
+
+/// JSON has no infinity: serde_json writes it as `null`, read back as infinity.
+fn null_is_infinite<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
 }
 
 /// The open metrics file of a run.

@@ -6,6 +6,7 @@ pub mod config;
 mod eval;
 pub mod extend;
 pub mod freeze;
+pub mod loss_scale;
 pub mod metrics;
 pub mod optimizer;
 pub mod plot;

@@ -209,6 +209,7 @@ fn step_spec(
         frozen,
         mesh: (mesh.device_count() > 1).then(|| mesh.clone()),
         compute: train.precision.training_compute()?,
+        loss_scale: train.loss_scale.clone(),
     })
 }
 
@@ -237,6 +238,8 @@ fn step_metrics(
         tokens_per_s: (train.batch_size * train.seq_len) as f64 / seconds,
         step_ms: seconds * 1e3,
         eval_loss: None,
+        loss_scale: s.loss_scale,
+        skipped: s.skipped,
     })
 }
 

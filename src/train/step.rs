@@ -3,12 +3,15 @@
 //! they are updated in place on the device.
 //!
 //! Argument order: trainable parameters, frozen parameters, optimizer state (per
-//! trainable parameter, [`OptimizerConfig::state_names`] order), `step` f32, `lr` f32,
+//! trainable parameter, [`OptimizerConfig::state_names`] order; then, in f16, the loss
+//! scale's state, [`loss_scale::STATE_NAMES`]), `step` f32, `lr` f32,
 //! `rng` u64[2], then the batch (`input_ids`, `positions`, `attention_mask`,
 //! `token_type_ids`, `labels`, all s32 `[B, T]`, and `spout` f32 `[B, S]` if used).
 //! Results: new trainable parameters, new optimizer state, new `rng`, then the scalars
-//! `loss`, `ce`, `z_loss`, `balance_loss`, `grad_norm`.
+//! `loss`, `ce`, `z_loss`, `balance_loss`, `grad_norm` (and in f16 `loss_scale`, the
+//! scale this step used, and `skipped`, 1 when an overflow skipped it).
 
+use super::loss_scale::{keep_unless_clean, LossScale, LossScaleConfig};
 use super::optimizer::{clip_by_global_norm, OptimizerConfig};
 use crate::model::gptsan::{forward, Batch, Jitter, Params};
 use crate::model::loss::{chunked_head_loss, HeadLoss};
@@ -47,10 +50,19 @@ pub struct StepSpec {
     pub frozen: Vec<String>,
     /// Device mesh for SPMD (None: one device).
     pub mesh: Option<Mesh>,
-    /// The type the model computes in: f32, or bf16 with f32 master weights (the
+    /// The type the model computes in: f32, or bf16/f16 with f32 master weights (the
     /// parameters, gradients and optimizer state stay f32; softmax, layer norm, router
-    /// and loss compute in f32).
+    /// and loss compute in f32). f16 scales the loss dynamically.
     pub compute: DType,
+    /// The loss scale's rules (used when `compute` is f16).
+    pub loss_scale: LossScaleConfig,
+}
+
+impl StepSpec {
+    /// Whether the step scales its loss (f16 compute).
+    pub fn scales_loss(&self) -> bool {
+        self.compute == DType::F16
+    }
 }
 
 /// The parameters split into trainable and frozen, in argument order.
@@ -106,6 +118,7 @@ pub fn train_step_program(cfg: &ModelConfig, spec: &StepSpec) -> Result<Function
             .collect();
         state_t.push(st);
     }
+    let scaling = spec.scales_loss().then(|| LossScale::declare(&b));
     let step = b.parameter("step", Shape::scalar(DType::F32));
     let lr = b.parameter("lr", Shape::scalar(DType::F32));
     let rng = b.parameter("rng", Shape::new(DType::U64, vec![2]));
@@ -143,25 +156,46 @@ pub fn train_step_program(cfg: &ModelConfig, spec: &StepSpec) -> Result<Function
         balance,
     } = loss_terms(cfg, spec, &params, &batch, &labels, jitter.as_ref());
 
-    let grads = hlo::autodiff::grad(&loss, &train_t)
-        .map_err(|e| anyhow!("differentiating the loss: {e}"))?;
+    let grads = scaled_grads(&loss, &train_t, scaling.as_ref())?;
     let (grads, grad_norm) = clip_by_global_norm(&grads, spec.clip_norm);
+    // With loss scaling the optimizer counts only the steps it took.
+    let opt_step = match &scaling {
+        Some(s) => step.sub(&s.skipped),
+        None => step.clone(),
+    };
+    let clean = scaling.as_ref().map(|_| LossScale::is_clean(&grad_norm));
     let mut new_params = Vec::new();
     let mut new_state = Vec::new();
     for (i, s) in trainable.iter().enumerate() {
         let decay = spec.decay_all || s.decay;
-        let (p, st) = spec
-            .optimizer
-            .update(&train_t[i], &grads[i], &state_t[i], &lr, &step, decay);
+        let (mut p, mut st) =
+            spec.optimizer
+                .update(&train_t[i], &grads[i], &state_t[i], &lr, &opt_step, decay);
+        if let Some(c) = &clean {
+            // An overflow skips the step: everything keeps its value.
+            p = keep_unless_clean(c, &p, &train_t[i]);
+            st = st
+                .iter()
+                .zip(&state_t[i])
+                .map(|(new, old)| keep_unless_clean(c, new, old))
+                .collect();
+        }
         new_params.push(p);
         new_state.extend(st);
+    }
+    let mut flat_state: Vec<Tensor> = state_t.iter().flatten().cloned().collect();
+    let mut scale_outputs = Vec::new();
+    if let (Some(s), Some(c)) = (&scaling, &clean) {
+        flat_state.extend(s.tensors());
+        new_state.extend(s.next(c, &spec.loss_scale).tensors());
+        let skipped = c.not().convert(DType::F32);
+        scale_outputs = vec![("loss_scale", s.scale.clone()), ("skipped", skipped)];
     }
 
     let mut outputs: Vec<(String, Tensor)> = Vec::new();
     for (s, p) in trainable.iter().zip(&new_params) {
         outputs.push((s.name.clone(), p.clone()));
     }
-    let flat_state: Vec<Tensor> = state_t.iter().flatten().cloned().collect();
     for (i, st) in new_state.iter().enumerate() {
         outputs.push((format!("state.{i}"), st.clone()));
     }
@@ -174,6 +208,9 @@ pub fn train_step_program(cfg: &ModelConfig, spec: &StepSpec) -> Result<Function
         ("grad_norm", &grad_norm),
     ] {
         outputs.push((n.into(), t.clone()));
+    }
+    for (n, t) in scale_outputs {
+        outputs.push((n.into(), t));
     }
     let refs: Vec<(&str, &Tensor)> = outputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let mut f = b.build_named(&refs)?;
@@ -197,6 +234,21 @@ pub fn train_step_program(cfg: &ModelConfig, spec: &StepSpec) -> Result<Function
         shard_batch_args(&mut f, rng_arg + 1, mesh);
     }
     Ok(f)
+}
+
+/// Gradients of `loss` for `wrt`; with a loss scale, of `loss * scale`, divided by the
+/// scale again (so small f16 gradients do not flush to zero on the way).
+fn scaled_grads(loss: &Tensor, wrt: &[Tensor], scaling: Option<&LossScale>) -> Result<Vec<Tensor>> {
+    let seed = match scaling {
+        Some(s) => loss.mul(&s.scale),
+        None => loss.clone(),
+    };
+    let grads =
+        hlo::autodiff::grad(&seed, wrt).map_err(|e| anyhow!("differentiating the loss: {e}"))?;
+    Ok(match scaling {
+        Some(s) => grads.iter().map(|g| g.div(&s.scale)).collect(),
+        None => grads,
+    })
 }
 
 /// The parameters as the model reads them: the f32 masters themselves, or their copies

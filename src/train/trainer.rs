@@ -3,6 +3,7 @@
 //! its scalars and batch, and state comes back to the host only for checkpoints.
 
 use super::config::TrainConfig;
+use super::loss_scale::STATE_NAMES;
 use super::step::{split_params, train_step_program, StepSpec};
 use crate::device::{Device, Program};
 use crate::model::ModelConfig;
@@ -19,6 +20,9 @@ pub(crate) struct StepScalars {
     pub z_loss: f64,
     pub balance_loss: f64,
     pub grad_norm: f64,
+    /// f16 runs: the loss scale used and whether an overflow skipped the step.
+    pub loss_scale: Option<f64>,
+    pub skipped: Option<bool>,
 }
 
 /// The train step and its device-resident state.
@@ -38,6 +42,8 @@ pub(crate) struct Trainer {
     state_names: Vec<String>,
     /// Index of the first scalar output after the state outputs are moved out.
     first_scalar: usize,
+    /// Scalar outputs: 5, or 7 with a loss scale.
+    n_scalars: usize,
     rng_out: usize,
 }
 
@@ -93,6 +99,7 @@ impl Trainer {
         let n_train = trainable.len();
         let first_scalar = out_index("loss")? - (n_train + state_names.len() + 1);
         let rng_out = out_index("rng")?;
+        let n_scalars = if spec.scales_loss() { 7 } else { 5 };
         Ok(Trainer {
             program,
             args,
@@ -102,6 +109,7 @@ impl Trainer {
             order,
             state_names,
             first_scalar,
+            n_scalars,
             rng_out,
         })
     }
@@ -157,7 +165,7 @@ impl Trainer {
             *res = outs.into_iter().flatten().collect();
         }
         // Scalars (replicated): from device 0, in the order left after the moves above.
-        let vals: Vec<f64> = (0..5)
+        let vals: Vec<f64> = (0..self.n_scalars)
             .map(|k| Ok(results[0][self.first_scalar + k].to_literal()?.to_f64_vec()[0]))
             .collect::<Result<_>>()?;
         Ok(StepScalars {
@@ -166,6 +174,8 @@ impl Trainer {
             z_loss: vals[2],
             balance_loss: vals[3],
             grad_norm: vals[4],
+            loss_scale: vals.get(5).copied(),
+            skipped: vals.get(6).map(|s| *s != 0.0),
         })
     }
 
@@ -198,7 +208,9 @@ impl Trainer {
     }
 }
 
-/// Optimizer state names and values for the trainable parameters: restored, or zeros.
+/// Optimizer state names and values for the trainable parameters (restored, or zeros),
+/// then the loss scale's state when the step scales its loss (restored, or fresh when
+/// the checkpoint was not an f16 run).
 fn optimizer_state(
     cfg: &ModelConfig,
     train: &TrainConfig,
@@ -221,6 +233,13 @@ fn optimizer_state(
             };
             names.push(name);
             lits.push(lit);
+        }
+    }
+    if spec.scales_loss() {
+        let fresh = spec.loss_scale.initial_state();
+        for (name, lit) in STATE_NAMES.iter().zip(fresh) {
+            names.push(name.to_string());
+            lits.push(restored.and_then(|m| m.get(*name).cloned()).unwrap_or(lit));
         }
     }
     Ok((names, lits))
