@@ -71,10 +71,11 @@ fn scales(run: &Path) -> Vec<(f64, bool)> {
         .collect()
 }
 
-/// A tiny f16 config whose first loss scale overflows for sure.
-fn overflowing_config(dir: &Path, steps: u64) -> PathBuf {
+/// A tiny f16 config whose first loss scale overflows for sure (`steps` steps, a
+/// checkpoint every `every`).
+fn overflowing_config(dir: &Path, steps: u64, every: u64) -> PathBuf {
     let path = dir.join("f16.toml");
-    let text = common::tiny_config(steps, steps, Some(5))
+    let text = common::tiny_config(steps, every, Some(5))
         .replace("[train]\n", "[train]\nprecision = \"f16\"\n")
         + "\n[train.loss_scale]\ninit = 1e10\ngrowth_interval = 4\n";
     std::fs::write(&path, text).unwrap();
@@ -84,7 +85,7 @@ fn overflowing_config(dir: &Path, steps: u64) -> PathBuf {
 #[test]
 fn an_f16_overflow_skips_the_step_and_halves_the_scale() {
     let dir = tempfile::tempdir().unwrap();
-    let config = overflowing_config(dir.path(), 1);
+    let config = overflowing_config(dir.path(), 1, 1);
     let out = dir.path().join("run");
     let args = [
         "train",
@@ -121,7 +122,7 @@ fn an_f16_overflow_skips_the_step_and_halves_the_scale() {
 #[test]
 fn the_f16_loss_scale_follows_the_rules_over_a_run() {
     let dir = tempfile::tempdir().unwrap();
-    let config = overflowing_config(dir.path(), 40);
+    let config = overflowing_config(dir.path(), 40, 20);
     let out = dir.path().join("run");
     let args = [
         "train",
@@ -160,4 +161,35 @@ fn the_f16_loss_scale_follows_the_rules_over_a_run() {
     // The clean steps trained.
     let l = losses(&out);
     assert!(l[39].1 < l[0].1 - 0.1, "{:?} -> {:?}", l[0], l[39]);
+
+    // Resumed from step 20, the run scales and skips exactly as it did.
+    let again = dir.path().join("again");
+    copy_tree(&out, &again);
+    std::fs::remove_dir_all(again.join("checkpoints/step-0000040")).unwrap();
+    let args = [
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+        "--resume",
+        "--quiet",
+    ];
+    run_ok(&args);
+    assert_eq!(scales(&again), seen);
+    assert_eq!(losses(&again), l);
+}
+
+/// Copies a file or a folder tree.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+    if from.is_dir() {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        }
+    } else {
+        std::fs::copy(from, to).unwrap();
+    }
 }
