@@ -17,6 +17,7 @@ mod decode;
 pub mod emoji;
 pub mod normalize;
 mod segment;
+mod spelling_index;
 pub mod vocab;
 
 use std::cell::RefCell;
@@ -46,7 +47,8 @@ pub struct Tokenizer {
     vocab: Vocab,
     emoji: EmojiTable,
     segmenter: segment::Segmenter,
-    pieces: Vec<decode::Piece>,
+    /// What each id decodes to, worked out on the first decode (encoding never needs it).
+    pieces: OnceLock<Vec<decode::Piece>>,
 }
 
 /// A text's segmentation kept for [`Tokenizer::encode_prefix`].
@@ -87,12 +89,11 @@ impl Tokenizer {
     /// Builds a tokenizer from a parsed vocabulary and emoji table.
     pub fn new(vocab: Vocab, emoji: EmojiTable) -> Self {
         let segmenter = segment::Segmenter::new(&vocab);
-        let pieces = decode::pieces(&vocab, &emoji);
         Tokenizer {
             vocab,
             emoji,
             segmenter,
-            pieces,
+            pieces: OnceLock::new(),
         }
     }
 
@@ -396,7 +397,10 @@ impl Tokenizer {
 
     /// Decodes ids with explicit options (BAG expansion, dropping specials, line break).
     pub fn decode_with(&self, ids: &[u32], opts: &DecodeOptions) -> Result<String, DecodeError> {
-        decode::decode(&self.pieces, ids, opts).map_err(|position| DecodeError {
+        let pieces = self
+            .pieces
+            .get_or_init(|| decode::pieces(&self.vocab, &self.emoji));
+        decode::decode(pieces, ids, opts).map_err(|position| DecodeError {
             id: ids[position],
             position,
             vocab_size: self.vocab.len(),
