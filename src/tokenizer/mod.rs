@@ -51,8 +51,9 @@ pub struct Tokenizer {
     pieces: OnceLock<Vec<decode::Piece>>,
 }
 
-/// A text's segmentation kept for [`Tokenizer::encode_prefix`].
-#[derive(Debug, Clone)]
+/// A text's segmentation kept for [`Tokenizer::encode_prefix`]. Its buffers are reused
+/// when it is filled again ([`Tokenizer::prefixes_into`], [`Tokenizer::suffix_into`]).
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Prefixes {
     /// The pre-replaced code points.
     cps: Vec<u32>,
@@ -62,6 +63,13 @@ pub(crate) struct Prefixes {
     starts: Vec<(u32, u32)>,
     /// The ids of the whole text.
     pub(crate) ids: Vec<u32>,
+}
+
+impl Prefixes {
+    /// Number of characters of the text.
+    pub(crate) fn chars(&self) -> usize {
+        self.char_cps.len()
+    }
 }
 
 /// Texts longer than twice this many bytes are encoded in pieces of this size.
@@ -263,68 +271,81 @@ impl Tokenizer {
     /// every start of it is plain segmentation of the pre-replaced code points (no emoji
     /// key; with `clean`, none of the characters the cleaning patterns need).
     pub(crate) fn prefixes(&self, text: &str, clean: bool) -> Option<Prefixes> {
-        let mut cps = Vec::with_capacity(text.len());
-        let mut triggers = Vec::new();
-        let emoji = &self.emoji;
-        normalize::prereplace(text, |c| {
-            if emoji.is_trigger(c) {
-                triggers.push(cps.len());
-            }
-            cps.push(c as u32);
-        });
-        // No emoji key in the text means none in any start of it either.
-        if (!triggers.is_empty() && emoji.any_key_near(&cps, &triggers))
-            || (clean && clean::may_change(&cps))
-        {
-            return None;
-        }
-        // Code points after each character (CR LF is one line break).
-        let mut char_cps = Vec::with_capacity(text.len());
-        let (mut n, mut prev) = (0u32, '\0');
-        for c in text.chars() {
-            n += match c {
-                ' ' | '\u{3000}' | '\r' => 4,
-                '\n' if prev == '\r' => 0,
-                '\n' => 4,
-                '\t' => 5,
-                _ => 1,
-            };
-            char_cps.push(n);
-            prev = c;
-        }
-        if n as usize != cps.len() {
-            return None;
-        }
-        let mut starts = Vec::with_capacity(cps.len());
-        let mut ids = Vec::with_capacity(cps.len());
-        self.segmenter
-            .segment_noting(&cps, cps.len(), &mut ids, |pos, n| {
-                starts.push((pos as u32, n as u32))
-            });
-        Some(Prefixes {
+        let mut p = Prefixes::default();
+        self.prefixes_into(text, clean, &mut p).then_some(p)
+    }
+
+    /// [`Tokenizer::prefixes`] into `p`'s buffers; false (and `p` unusable) for `None`.
+    pub(crate) fn prefixes_into(&self, text: &str, clean: bool, p: &mut Prefixes) -> bool {
+        let Prefixes {
             cps,
             char_cps,
             starts,
             ids,
-        })
+        } = p;
+        cps.clear();
+        char_cps.clear();
+        let mut triggers = Vec::new();
+        let emoji = &self.emoji;
+        // `char_cps`: code points after each character (CR LF is one line break).
+        let n = std::cell::Cell::new(0u32);
+        normalize::prereplace_marking(
+            text,
+            |c| {
+                if emoji.is_trigger(c) {
+                    triggers.push(cps.len());
+                }
+                cps.push(c as u32);
+                n.set(n.get() + 1);
+            },
+            || char_cps.push(n.get()),
+        );
+        // No emoji key in the text means none in any start of it either.
+        if (!triggers.is_empty() && emoji.any_key_near(cps, &triggers))
+            || (clean && clean::may_change(cps))
+        {
+            return false;
+        }
+        starts.clear();
+        ids.clear();
+        self.segmenter
+            .segment_noting(cps, cps.len(), ids, |pos, n| {
+                starts.push((pos as u32, n as u32))
+            });
+        true
     }
 
     /// The prefixes of the text of `p` after its first `chars` characters (`None` when
     /// that cut falls inside a CR LF). Segmentation is greedy and looks only forward, so
     /// the rest's tokens are those of the whole text from the first token start they
     /// share on: only the tokens before it are segmented again.
+    #[cfg(test)]
     pub(crate) fn suffix(&self, p: &Prefixes, chars: usize) -> Option<Prefixes> {
-        if chars == 0 {
-            return Some(p.clone());
+        let mut r = Prefixes::default();
+        self.suffix_into(p, chars, &mut r).then_some(r)
+    }
+
+    /// [`Tokenizer::suffix`] into `r`'s buffers; false (and `r` unusable) for `None`.
+    pub(crate) fn suffix_into(&self, p: &Prefixes, chars: usize, r: &mut Prefixes) -> bool {
+        let q = match chars {
+            0 => 0,
+            _ => p.char_cps[chars - 1],
+        };
+        if chars > 0 && p.char_cps.get(chars) == Some(&q) {
+            return false;
         }
-        let q = p.char_cps[chars - 1];
-        if p.char_cps.get(chars) == Some(&q) {
-            return None;
-        }
-        let cps = p.cps[q as usize..].to_vec();
-        let char_cps: Vec<u32> = p.char_cps[chars..].iter().map(|&c| c - q).collect();
-        let mut starts = Vec::with_capacity(p.starts.len());
-        let mut ids = Vec::with_capacity(p.ids.len());
+        let Prefixes {
+            cps,
+            char_cps,
+            starts,
+            ids,
+        } = r;
+        cps.clear();
+        cps.extend_from_slice(&p.cps[q as usize..]);
+        char_cps.clear();
+        char_cps.extend(p.char_cps[chars..].iter().map(|&c| c - q));
+        starts.clear();
+        ids.clear();
         let mut pos = 0;
         let (from, from_id) = loop {
             if pos >= cps.len() {
@@ -335,7 +356,7 @@ impl Tokenizer {
                 break (t, p.starts[t].1 as usize);
             }
             starts.push((pos as u32, ids.len() as u32));
-            pos += self.segmenter.segment_until(&cps[pos..], 1, &mut ids);
+            pos += self.segmenter.segment_until(&cps[pos..], 1, ids);
         };
         let shift = ids.len() as u32;
         starts.extend(
@@ -344,12 +365,7 @@ impl Tokenizer {
                 .map(|&(s, i)| (s - q, i - from_id as u32 + shift)),
         );
         ids.extend_from_slice(&p.ids[from_id..]);
-        Some(Prefixes {
-            cps,
-            char_cps,
-            starts,
-            ids,
-        })
+        true
     }
 
     /// Appends `encode(start, clean)` to `out`, where `start` is the first `chars`
@@ -360,9 +376,17 @@ impl Tokenizer {
         } else {
             p.char_cps[chars - 1] as usize
         };
-        // Tokens starting at least `lookahead` before the end are those of the whole text.
+        // A token is the whole text's when segmenting it looked at no character from the
+        // end on, and so were all before it: at a `<` the segmenter may look `lookahead`
+        // characters ahead, elsewhere at most [`segment::WINDOW`].
         let la = self.segmenter.lookahead();
-        let t = p.starts.partition_point(|&(s, _)| s as usize + la <= k);
+        let near = p
+            .starts
+            .partition_point(|&(s, _)| s as usize + segment::WINDOW <= k);
+        let far = p.starts.partition_point(|&(s, _)| s as usize + la <= k);
+        let t = (far..near)
+            .find(|&j| p.cps[p.starts[j].0 as usize] == '<' as u32)
+            .unwrap_or(near);
         let (from, ids) = match p.starts.get(t) {
             Some(&(s, i)) => (s as usize, i as usize),
             None => (p.cps.len(), p.ids.len()),
