@@ -149,23 +149,28 @@ fn bag_runs_into(ids: &[u32], t: &RuleTokens, out: &mut Vec<u32>) {
     out.extend_from_slice(&ids[copied..]);
 }
 
-/// `bag_runs(ids, t).len()` without building it (the search for where to cut a line asks
-/// this of many candidate starts).
-pub fn bag_len(ids: &[u32], t: &RuleTokens) -> usize {
-    let mut n = ids.len();
-    let mut i = 0;
-    while i < ids.len() {
-        let id = ids[i];
-        let mut j = i + 1;
-        while j < ids.len() && ids[j] == id {
-            j += 1;
+/// `bag_runs(a ++ b, t).len()` without building either (the search for where to cut a
+/// line asks this of many candidate starts: the line's own ids, then a few new ones).
+pub fn bag_len(a: &[u32], b: &[u32], t: &RuleTokens) -> usize {
+    let mut n = a.len() + b.len();
+    let (mut id, mut run) = (u32::MAX, 0);
+    for &x in a.iter().chain(b) {
+        if x == id {
+            run += 1;
+            continue;
         }
-        if j - i >= 3 && t.is_ordinary(id) {
-            n -= j - i - 2;
-        }
-        i = j;
+        n -= collapsed(id, run, t);
+        (id, run) = (x, 1);
     }
-    n
+    n - collapsed(id, run, t)
+}
+
+/// How many tokens a run of `run` times `id` loses to BAG.
+fn collapsed(id: u32, run: usize, t: &RuleTokens) -> usize {
+    match run >= 3 && t.is_ordinary(id) {
+        true => run - 2,
+        false => 0,
+    }
 }
 
 /// The LM rules on cleaned ids: BAG runs in both, sentence-final punctuation as SEP in the
@@ -330,7 +335,10 @@ mod tests {
             vec![5, 5, 6, 64, 7, 9, 64, 55, 55, 55]
         );
         let ids = [5, 5, 6, 6, 6, 7, 9, 9, 9, 9, 9, 55, 55, 55];
-        assert_eq!(bag_len(&ids, &t), bag_runs(&ids, &t).len());
+        for cut in 0..=ids.len() {
+            let (a, b) = ids.split_at(cut);
+            assert_eq!(bag_len(a, b, &t), bag_runs(&ids, &t).len());
+        }
         // In an LM part: a run of 。 is 。 BAG in targets and SEP BAG in inputs.
         let p = lm_part(&[1, DOT, DOT, DOT], &t);
         assert_eq!(p.target, vec![1, DOT, 64]);

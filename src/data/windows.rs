@@ -439,11 +439,10 @@ impl Cutter<'_> {
 
     /// The length of that part, without building it.
     fn start_len(&mut self, p: &Prefixes, chars: usize, kind: Kind) -> usize {
-        self.ids.clear();
-        self.tok.encode_prefix(p, chars, &mut self.ids);
+        let shared = self.tok.prefix_parts(p, chars, &mut self.ids);
         match kind {
-            Kind::Prefix => self.ids.len(),
-            Kind::Lm => bag_len(&self.ids, self.t),
+            Kind::Prefix => shared + self.ids.len(),
+            Kind::Lm => bag_len(&p.ids[..shared], &self.ids, self.t),
         }
     }
 

@@ -129,10 +129,13 @@ fn starts_at(cps: &[u32], i: usize, s: &str) -> bool {
 
 /// Whether an era name (or a one-character era sign) starts at `cps[i]`.
 fn era_at(cps: &[u32], i: usize) -> bool {
-    matches!(
-        char::from_u32(cps[i]),
-        Some('㍾' | '㍽' | '㍼' | '㍻' | '\u{32ff}')
-    ) || ERAS.iter().any(|name| starts_at(cps, i, name))
+    match char::from_u32(cps[i]) {
+        Some('㍾' | '㍽' | '㍼' | '㍻' | '\u{32ff}') => true,
+        Some('明' | '大' | '昭' | '平' | '令') => {
+            ERAS.iter().any(|name| starts_at(cps, i, name))
+        }
+        _ => false,
+    }
 }
 
 fn names_era(cps: &[u32]) -> bool {

@@ -63,6 +63,8 @@ pub(crate) struct Prefixes {
     starts: Vec<(u32, u32)>,
     /// The ids of the whole text.
     pub(crate) ids: Vec<u32>,
+    /// Whether the text may hold a `<` (a segmenter window may reach further from one).
+    angle: bool,
 }
 
 impl Prefixes {
@@ -282,9 +284,11 @@ impl Tokenizer {
             char_cps,
             starts,
             ids,
+            angle,
         } = p;
         cps.clear();
         char_cps.clear();
+        *angle = false;
         let mut triggers = Vec::new();
         let emoji = &self.emoji;
         // `char_cps`: code points after each character (CR LF is one line break).
@@ -295,6 +299,7 @@ impl Tokenizer {
                 if emoji.is_trigger(c) {
                     triggers.push(cps.len());
                 }
+                *angle |= c == '<';
                 cps.push(c as u32);
                 n.set(n.get() + 1);
             },
@@ -339,7 +344,10 @@ impl Tokenizer {
             char_cps,
             starts,
             ids,
+            angle,
         } = r;
+        // The rest holds no `<` the whole text did not.
+        *angle = p.angle;
         cps.clear();
         cps.extend_from_slice(&p.cps[q as usize..]);
         char_cps.clear();
@@ -371,6 +379,23 @@ impl Tokenizer {
     /// Appends `encode(start, clean)` to `out`, where `start` is the first `chars`
     /// characters of the text of `p` (`clean` as given to [`Tokenizer::prefixes`]).
     pub(crate) fn encode_prefix(&self, p: &Prefixes, chars: usize, out: &mut Vec<u32>) {
+        let (shared, rest) = self.prefix_split(p, chars);
+        out.extend_from_slice(&p.ids[..shared]);
+        self.segmenter.segment(&p.cps[rest], out);
+    }
+
+    /// [`Tokenizer::encode_prefix`] in two parts: returns how many of the whole text's ids
+    /// the start shares (`p.ids[..shared]`), and sets `tail` to the ids that follow them.
+    pub(crate) fn prefix_parts(&self, p: &Prefixes, chars: usize, tail: &mut Vec<u32>) -> usize {
+        let (shared, rest) = self.prefix_split(p, chars);
+        tail.clear();
+        self.segmenter.segment(&p.cps[rest], tail);
+        shared
+    }
+
+    /// For the start of `chars` characters: how many ids it shares with the whole text,
+    /// and the code points segmented again after them.
+    fn prefix_split(&self, p: &Prefixes, chars: usize) -> (usize, std::ops::Range<usize>) {
         let k = if chars == 0 {
             0
         } else {
@@ -379,21 +404,22 @@ impl Tokenizer {
         // A token is the whole text's when segmenting it looked at no character from the
         // end on, and so were all before it: at a `<` the segmenter may look `lookahead`
         // characters ahead, elsewhere at most [`segment::WINDOW`].
-        let la = self.segmenter.lookahead();
         let near = p
             .starts
             .partition_point(|&(s, _)| s as usize + segment::WINDOW <= k);
-        let far = p.starts.partition_point(|&(s, _)| s as usize + la <= k);
-        let t = (far..near)
-            .find(|&j| p.cps[p.starts[j].0 as usize] == '<' as u32)
-            .unwrap_or(near);
-        let (from, ids) = match p.starts.get(t) {
-            Some(&(s, i)) => (s as usize, i as usize),
-            None => (p.cps.len(), p.ids.len()),
+        let t = match p.angle {
+            false => near,
+            true => {
+                let la = self.segmenter.lookahead();
+                let far = p.starts.partition_point(|&(s, _)| s as usize + la <= k);
+                (far..near)
+                    .find(|&j| p.cps[p.starts[j].0 as usize] == '<' as u32)
+                    .unwrap_or(near)
+            }
         };
-        out.extend_from_slice(&p.ids[..ids]);
-        if from < k {
-            self.segmenter.segment(&p.cps[from..k], out);
+        match p.starts.get(t) {
+            Some(&(s, i)) => (i as usize, s as usize..k.max(s as usize)),
+            None => (p.ids.len(), k..k),
         }
     }
 
