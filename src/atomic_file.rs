@@ -17,8 +17,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// [`write_atomic`] of the concatenation of `parts`.
 pub fn write_atomic_parts<B: AsRef<[u8]>>(path: &Path, parts: &[B]) -> Result<()> {
+    write_atomic_with(path, |w| {
+        for part in parts {
+            w.write_all(part.as_ref())?;
+        }
+        Ok(())
+    })
+}
+
+/// [`write_atomic`] of what `fill` writes (through a buffer of about 1 MB), so large
+/// outputs need not be assembled in memory first.
+pub fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
     if is_special(path) {
-        return write_in_place(path, parts);
+        return write_in_place(path, fill);
     }
     let dir = path
         .parent()
@@ -29,12 +43,13 @@ pub fn write_atomic_parts<B: AsRef<[u8]>>(path: &Path, parts: &[B]) -> Result<()
     tmp.push(format!(".tmp-{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
     let result = (|| -> Result<()> {
-        let mut f = std::fs::File::create(&tmp)
+        let f = std::fs::File::create(&tmp)
             .with_context(|| format!("cannot write {}", tmp.display()))?;
-        for part in parts {
-            f.write_all(part.as_ref())
-                .with_context(|| format!("cannot write {}", tmp.display()))?;
-        }
+        let mut w = std::io::BufWriter::with_capacity(BUFFER, f);
+        fill(&mut w)
+            .and_then(|()| w.flush())
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()
             .with_context(|| format!("cannot sync {}", tmp.display()))?;
         std::fs::rename(&tmp, path)
@@ -49,21 +64,25 @@ pub fn write_atomic_parts<B: AsRef<[u8]>>(path: &Path, parts: &[B]) -> Result<()
     result
 }
 
+/// Writes go to the file in pieces of this size (few system calls; fits in cache).
+const BUFFER: usize = 1 << 20;
+
 /// An existing path that is not a regular file (a device, a FIFO, a socket).
 fn is_special(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| !m.file_type().is_file() && !m.is_dir())
 }
 
-fn write_in_place<B: AsRef<[u8]>>(path: &Path, parts: &[B]) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new()
+fn write_in_place(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
+    let f = std::fs::OpenOptions::new()
         .write(true)
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
-    for part in parts {
-        f.write_all(part.as_ref())
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    f.flush()
+    let mut w = std::io::BufWriter::with_capacity(BUFFER, f);
+    fill(&mut w)
+        .and_then(|()| w.flush())
         .with_context(|| format!("cannot write {}", path.display()))
 }
 

@@ -40,9 +40,9 @@ fn canonical_chars(tok: &Tokenizer) -> Vec<char> {
             continue;
         }
         alphabet.extend(f.chars());
-        bad.extend(spellings[1..].iter().cloned());
+        bad.extend(spellings[1..].iter().map(|s| s.to_string()));
         if v.id(f) != Some(id) {
-            bad.push(f.clone());
+            bad.push(f.to_string());
         }
     }
     bad.extend(tok.emoji().pairs().iter().map(|(k, _)| k.clone()));
@@ -73,7 +73,13 @@ fn alphabet(tok: &'static Tokenizer) -> &'static [char] {
         a.extend([' ', '\n', '\t', '\u{3000}']);
         let v = tok.vocab();
         let used: HashSet<char> = (0..v.len() as u32)
-            .flat_map(|id| v.spellings(id).unwrap().to_vec())
+            .flat_map(|id| {
+                v.spellings(id)
+                    .unwrap()
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
             .chain(tok.emoji().pairs().iter().map(|(k, _)| k.clone()))
             .flat_map(|s| s.chars().collect::<Vec<_>>())
             .collect();

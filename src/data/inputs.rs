@@ -134,19 +134,56 @@ fn read_csv(csv: &Path) -> Result<Vec<InputFile>> {
     Ok(out)
 }
 
+/// A file's text and its documents, each a list of the byte ranges of its lines (so the
+/// lines are never copied out one by one).
+pub struct FileDocuments {
+    text: String,
+    docs: Vec<Vec<std::ops::Range<usize>>>,
+}
+
+impl FileDocuments {
+    /// Splits `text` into documents (see [`split_documents`]).
+    pub fn new(text: String) -> Self {
+        let docs = document_ranges(&text);
+        FileDocuments { text, docs }
+    }
+
+    /// Number of documents.
+    pub fn len(&self) -> usize {
+        self.docs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.docs.is_empty()
+    }
+
+    /// The lines of document `d < len()`.
+    pub fn lines(&self, d: usize) -> Vec<&str> {
+        self.docs[d].iter().map(|r| &self.text[r.clone()]).collect()
+    }
+}
+
 /// The documents of a file: runs of non-blank, trimmed lines. Unreadable files and invalid
 /// UTF-8 are errors naming the file (and the line).
-pub fn read_documents(path: &Path) -> Result<Vec<Vec<String>>> {
+pub fn read_documents(path: &Path) -> Result<FileDocuments> {
     let name = path.display().to_string();
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {name}"))?;
     let text = crate::corpus::utf8_text(bytes, &name)?;
-    Ok(split_documents(&text))
+    Ok(FileDocuments::new(text))
 }
 
 /// Splits text at blank lines into documents of trimmed lines.
-pub fn split_documents(text: &str) -> Vec<Vec<String>> {
+pub fn split_documents(text: &str) -> Vec<Vec<&str>> {
+    document_ranges(text)
+        .into_iter()
+        .map(|doc| doc.into_iter().map(|r| &text[r]).collect())
+        .collect()
+}
+
+/// [`split_documents`] as byte ranges of `text`.
+fn document_ranges(text: &str) -> Vec<Vec<std::ops::Range<usize>>> {
     let mut docs = Vec::new();
-    let mut cur: Vec<String> = Vec::new();
+    let mut cur = Vec::new();
     for line in text.lines() {
         let line = line.trim();
         if line.is_empty() {
@@ -154,7 +191,8 @@ pub fn split_documents(text: &str) -> Vec<Vec<String>> {
                 docs.push(std::mem::take(&mut cur));
             }
         } else {
-            cur.push(line.to_string());
+            let start = line.as_ptr() as usize - text.as_ptr() as usize;
+            cur.push(start..start + line.len());
         }
     }
     if !cur.is_empty() {
@@ -170,13 +208,7 @@ mod tests {
     #[test]
     fn blank_lines_separate_documents_and_lines_are_trimmed() {
         let docs = split_documents("　一行目\r\n二行目 \n\n\n三行目\n");
-        assert_eq!(
-            docs,
-            vec![
-                vec!["一行目".to_string(), "二行目".into()],
-                vec!["三行目".into()]
-            ]
-        );
+        assert_eq!(docs, vec![vec!["一行目", "二行目"], vec!["三行目"]]);
     }
 
     #[test]

@@ -10,12 +10,12 @@
 //! A killed prepare leaves at most a `.partial` folder, which training never reads and
 //! the next prepare to the same `--out` replaces; a failed one removes it.
 
-use super::inputs::{read_documents, resolve, InputFile};
+use super::inputs::{read_documents, resolve, FileDocuments, InputFile};
 use super::rules::RuleTokens;
-use super::shards::{encode_shard, text_hash, ClassEntry, Manifest, ShardEntry, FORMAT, MANIFEST};
-use super::windows::{document_examples, encode_line, EncodedLine, Mode, WindowSpec};
-use super::{Example, IGNORE};
-use crate::model::checkpoint::write_atomic;
+use super::shards::{text_hash, ClassEntry, Columns, Manifest, ShardEntry, FORMAT, MANIFEST};
+use super::windows::{document_columns, Mode, WindowSpec};
+use super::IGNORE;
+use crate::atomic_file::{write_atomic, write_atomic_with};
 use crate::rng::Rng;
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Context, Result};
@@ -127,15 +127,13 @@ fn write_all(
     let bar = progress_bar(opts.progress, total);
     let mut shards = ShardWriter::new(dir, opts.seq_len, opts.shard_examples);
     let mut stats = Stats {
-        not: tok.special().not as i32,
+        not: tok.special().not,
         ..Stats::default()
     };
     for group in file_groups(files) {
         let per_file = group_examples(files, group.clone(), &spec, opts.seed, tok, rules)?;
         for (file, examples) in files[group].iter().zip(per_file) {
-            for e in &examples {
-                stats.add(e, &file.path);
-            }
+            stats.add(&examples, &file.path);
             shards.push(examples)?;
             bar.inc(file_size(&file.path));
         }
@@ -198,7 +196,8 @@ fn file_groups(files: &[InputFile]) -> Vec<std::ops::Range<usize>> {
 }
 
 /// The examples of each file of a group (documents in order): files read in parallel,
-/// then all their lines encoded in parallel, then all their documents cut in parallel.
+/// then their documents cut in parallel (each document encodes its lines in parallel
+/// batches as the cut reaches them).
 fn group_examples(
     files: &[InputFile],
     group: std::ops::Range<usize>,
@@ -206,45 +205,38 @@ fn group_examples(
     seed: u64,
     tok: &Tokenizer,
     rules: &RuleTokens,
-) -> Result<Vec<Vec<Example>>> {
-    let docs: Vec<Vec<Vec<String>>> = files[group.clone()]
+) -> Result<Vec<Columns>> {
+    let docs: Vec<FileDocuments> = files[group.clone()]
         .par_iter()
         .map(|f| read_documents(&f.path))
         .collect::<Result<_>>()?;
-    // (file in group, document) of every line, in order.
-    let flat: Vec<((usize, usize), String)> = docs
-        .into_iter()
+    // (file in group, document) of every document, in order.
+    let keys: Vec<(usize, usize)> = docs
+        .iter()
         .enumerate()
-        .flat_map(|(f, file_docs)| {
-            file_docs
-                .into_iter()
-                .enumerate()
-                .flat_map(move |(d, lines)| lines.into_iter().map(move |l| ((f, d), l)))
-        })
+        .flat_map(|(f, file_docs)| (0..file_docs.len()).map(move |d| (f, d)))
         .collect();
-    let encoded: Vec<((usize, usize), EncodedLine)> = flat
+    let per_doc: Vec<(usize, Columns)> = keys
         .into_par_iter()
-        .map(|(key, l)| (key, encode_line(l, spec.mode, tok, rules)))
-        .collect();
-    let mut by_doc: Vec<((usize, usize), Vec<EncodedLine>)> = Vec::new();
-    for (key, line) in encoded {
-        match by_doc.last_mut() {
-            Some((k, lines)) if *k == key => lines.push(line),
-            _ => by_doc.push((key, vec![line])),
-        }
-    }
-    let per_doc: Vec<(usize, Vec<Example>)> = by_doc
-        .par_iter()
-        .map(|&((f, d), ref lines)| {
+        .map(|(f, d)| {
             let file = &files[group.start + f];
             let mut rng = document_rng(seed, group.start + f, d);
-            let ex = document_examples(lines, file.class_id, spec, tok, rules, &mut rng);
-            (f, ex)
+            let mut out = Columns::new(spec.seq_len);
+            document_columns(
+                &docs[f].lines(d),
+                file.class_id,
+                spec,
+                tok,
+                rules,
+                &mut rng,
+                &mut out,
+            );
+            (f, out)
         })
         .collect();
-    let mut out: Vec<Vec<Example>> = vec![Vec::new(); group.len()];
+    let mut out: Vec<Columns> = vec![Columns::new(spec.seq_len); group.len()];
     for (f, ex) in per_doc {
-        out[f].extend(ex);
+        out[f].append(ex);
     }
     Ok(out)
 }
@@ -259,9 +251,8 @@ fn document_rng(seed: u64, file: usize, doc: usize) -> Rng {
 /// Collects examples and writes full shards as they fill.
 struct ShardWriter {
     dir: PathBuf,
-    seq_len: usize,
     per_shard: usize,
-    pending: Vec<Example>,
+    pending: Columns,
     written: Vec<ShardEntry>,
 }
 
@@ -269,38 +260,37 @@ impl ShardWriter {
     fn new(dir: &Path, seq_len: usize, per_shard: usize) -> Self {
         ShardWriter {
             dir: dir.to_path_buf(),
-            seq_len,
             per_shard,
-            pending: Vec::new(),
+            pending: Columns::new(seq_len),
             written: Vec::new(),
         }
     }
 
-    fn push(&mut self, examples: Vec<Example>) -> Result<()> {
-        self.pending.extend(examples);
+    fn push(&mut self, examples: Columns) -> Result<()> {
+        self.pending.append(examples);
         while self.pending.len() >= self.per_shard {
-            let rest = self.pending.split_off(self.per_shard);
-            let full = std::mem::replace(&mut self.pending, rest);
-            self.write(&full)?;
+            self.write(self.per_shard)?;
+            self.pending.drain_front(self.per_shard);
         }
         Ok(())
     }
 
     fn finish(mut self) -> Result<Vec<ShardEntry>> {
         if !self.pending.is_empty() {
-            let last = std::mem::take(&mut self.pending);
-            self.write(&last)?;
+            self.write(self.pending.len())?;
         }
         Ok(self.written)
     }
 
-    /// One shard, written under a temporary name and renamed (write_atomic).
-    fn write(&mut self, examples: &[Example]) -> Result<()> {
+    /// The first `n` pending examples as one shard, written under a temporary name and
+    /// renamed (so a shard is whole or absent).
+    fn write(&mut self, n: usize) -> Result<()> {
         let file = format!("shard-{:05}.bin", self.written.len());
-        write_atomic(&self.dir.join(&file), &encode_shard(examples, self.seq_len))?;
+        let pending = &self.pending;
+        write_atomic_with(&self.dir.join(&file), |w| pending.write_shard(n, w))?;
         self.written.push(ShardEntry {
             file,
-            examples: examples.len() as u64,
+            examples: n as u64,
         });
         Ok(())
     }
@@ -310,7 +300,7 @@ impl ShardWriter {
 #[derive(Default)]
 struct Stats {
     /// The padding id.
-    not: i32,
+    not: u32,
     examples: u64,
     tokens: u64,
     targets: u64,
@@ -321,21 +311,31 @@ struct Stats {
 }
 
 impl Stats {
-    fn add(&mut self, e: &Example, file: &Path) {
-        let real = e.input_ids.iter().filter(|&&x| x != self.not).count();
-        let prefix = e.token_types.iter().filter(|&&x| x == 1).count();
-        self.examples += 1;
-        self.tokens += real.saturating_sub(3) as u64;
-        self.targets += e.labels.iter().filter(|&&x| x != IGNORE).count() as u64;
-        self.prefixed += (prefix > 1) as u64;
-        self.corrupted += (0..prefix.saturating_sub(1))
-            .filter(|&p| e.labels[p] != IGNORE)
-            .count() as u64;
+    /// Counts the examples of one file.
+    fn add(&mut self, cols: &Columns, file: &Path) {
+        let t = cols.seq_len;
         let name = file.display().to_string();
-        let entry = self.classes.entry(e.class_id).or_default();
-        entry.0 += 1;
-        if entry.1.last() != Some(&name) {
-            entry.1.push(name);
+        for k in 0..cols.len() {
+            let span = k * t..(k + 1) * t;
+            let labels = &cols.labels[span.clone()];
+            let real = cols.input_ids[span.clone()]
+                .iter()
+                .filter(|&&x| x != self.not)
+                .count();
+            let prefix = cols.token_types[span].iter().filter(|&&x| x == 1).count();
+            self.examples += 1;
+            self.tokens += real.saturating_sub(3) as u64;
+            self.targets += labels.iter().filter(|&&x| x != IGNORE).count() as u64;
+            self.prefixed += (prefix > 1) as u64;
+            self.corrupted += labels[..prefix.saturating_sub(1)]
+                .iter()
+                .filter(|&&x| x != IGNORE)
+                .count() as u64;
+            let entry = self.classes.entry(cols.class_ids[k]).or_default();
+            entry.0 += 1;
+            if entry.1.last() != Some(&name) {
+                entry.1.push(name.clone());
+            }
         }
     }
 

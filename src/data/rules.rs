@@ -11,6 +11,7 @@
 //! `lm` examples have an empty prefix, `mlm` examples an empty LM part (then nothing
 //! predicts EOT: only the corrupted positions are trained).
 
+use super::shards::Columns;
 use super::{Example, IGNORE};
 use crate::rng::Rng;
 use crate::tokenizer::{SpecialTokens, Tokenizer};
@@ -122,6 +123,14 @@ impl LmPart {
 /// writing "and so on" repetitions such as ーーーー or 。。。).
 pub fn bag_runs(ids: &[u32], t: &RuleTokens) -> Vec<u32> {
     let mut out = Vec::with_capacity(ids.len());
+    bag_runs_into(ids, t, &mut out);
+    out
+}
+
+/// [`bag_runs`] appended to `out`. Text between collapsed runs is copied in one piece
+/// (most lines have no run at all).
+fn bag_runs_into(ids: &[u32], t: &RuleTokens, out: &mut Vec<u32>) {
+    let mut copied = 0;
     let mut i = 0;
     while i < ids.len() {
         let id = ids[i];
@@ -130,25 +139,58 @@ pub fn bag_runs(ids: &[u32], t: &RuleTokens) -> Vec<u32> {
             j += 1;
         }
         if j - i >= 3 && t.is_ordinary(id) {
+            out.extend_from_slice(&ids[copied..i]);
             out.push(id);
             out.push(t.special.bag);
-        } else {
-            out.extend_from_slice(&ids[i..j]);
+            copied = j;
         }
         i = j;
     }
-    out
+    out.extend_from_slice(&ids[copied..]);
+}
+
+/// `bag_runs(a ++ b, t).len()` without building either (the search for where to cut a
+/// line asks this of many candidate starts: the line's own ids, then a few new ones).
+pub fn bag_len(a: &[u32], b: &[u32], t: &RuleTokens) -> usize {
+    let mut n = a.len() + b.len();
+    let (mut id, mut run) = (u32::MAX, 0);
+    for &x in a.iter().chain(b) {
+        if x == id {
+            run += 1;
+            continue;
+        }
+        n -= collapsed(id, run, t);
+        (id, run) = (x, 1);
+    }
+    n - collapsed(id, run, t)
+}
+
+/// How many tokens a run of `run` times `id` loses to BAG.
+fn collapsed(id: u32, run: usize, t: &RuleTokens) -> usize {
+    match run >= 3 && t.is_ordinary(id) {
+        true => run - 2,
+        false => 0,
+    }
 }
 
 /// The LM rules on cleaned ids: BAG runs in both, sentence-final punctuation as SEP in the
 /// input only (the model learns to end sentences from SEP, and still predicts the mark).
 pub fn lm_part(cleaned: &[u32], t: &RuleTokens) -> LmPart {
-    let target = bag_runs(cleaned, t);
-    let input = target
-        .iter()
-        .map(|&id| if t.is_dot(id) { t.special.sep } else { id })
-        .collect();
-    LmPart { input, target }
+    let mut part = LmPart::default();
+    lm_part_into(cleaned, t, &mut part);
+    part
+}
+
+/// [`lm_part`] into `out`, replacing what it held (its buffers are reused).
+pub fn lm_part_into(cleaned: &[u32], t: &RuleTokens, out: &mut LmPart) {
+    out.target.clear();
+    bag_runs_into(cleaned, t, &mut out.target);
+    out.input.clear();
+    out.input.extend(
+        out.target
+            .iter()
+            .map(|&id| if t.is_dot(id) { t.special.sep } else { id }),
+    );
 }
 
 /// How many prefix tokens to corrupt: 8% of them, rounded at random so that the rate is
@@ -207,21 +249,41 @@ pub fn assemble(
     class_id: u32,
     t: &RuleTokens,
 ) -> Example {
+    let mut one = Columns::new(len);
+    assemble_into(prefix, corrupted, lm, class_id, t, &mut one);
+    one.example(0)
+}
+
+/// [`assemble`] appended to columns of `out.seq_len` tokens per example: prepared data is
+/// written in columns, so no example is ever built on its own.
+pub fn assemble_into(
+    prefix: &[u32],
+    corrupted: &[Corrupted],
+    lm: &LmPart,
+    class_id: u32,
+    t: &RuleTokens,
+    out: &mut Columns,
+) {
     let sp = &t.special;
+    let len = out.seq_len;
     debug_assert!(prefix.len() + lm.len() + 3 <= len);
-    let mut ids: Vec<i32> = Vec::with_capacity(len);
-    ids.push(sp.sot as i32);
-    ids.extend(prefix.iter().map(|&x| x as i32));
-    let seg = ids.len();
-    ids.push(sp.seg as i32);
-    ids.extend(lm.input.iter().map(|&x| x as i32));
-    ids.push(sp.eot as i32);
-    ids.resize(len, sp.not as i32);
+    let ids = &mut out.input_ids;
+    let start = ids.len();
+    ids.push(sp.sot);
+    ids.extend_from_slice(prefix);
+    let seg = ids.len() - start;
+    ids.push(sp.seg);
+    ids.extend_from_slice(&lm.input);
+    ids.push(sp.eot);
+    ids.resize(start + len, sp.not);
 
-    let mut token_types = vec![0i32; len];
-    token_types[..seg].fill(1);
+    let types = &mut out.token_types;
+    types.resize(start + seg, 1);
+    types.resize(start + len, 0);
 
-    let mut labels = vec![IGNORE; len];
+    let labels = &mut out.labels;
+    labels.resize(start + len, IGNORE);
+    let labels = &mut labels[start..];
     // Prefix token k sits at position k + 1; position k predicts it.
     for c in corrupted {
         labels[c.index] = c.original as i32;
@@ -232,12 +294,7 @@ pub fn assemble(
         }
         labels[seg + lm.len()] = sp.eot as i32;
     }
-    Example {
-        input_ids: ids,
-        labels,
-        token_types,
-        class_id,
-    }
+    out.class_ids.push(class_id);
 }
 
 #[cfg(test)]
@@ -277,6 +334,11 @@ mod tests {
             bag_runs(&[5, 5, 6, 6, 6, 7, 9, 9, 9, 9, 9, 55, 55, 55], &t),
             vec![5, 5, 6, 64, 7, 9, 64, 55, 55, 55]
         );
+        let ids = [5, 5, 6, 6, 6, 7, 9, 9, 9, 9, 9, 55, 55, 55];
+        for cut in 0..=ids.len() {
+            let (a, b) = ids.split_at(cut);
+            assert_eq!(bag_len(a, b, &t), bag_runs(&ids, &t).len());
+        }
         // In an LM part: a run of 。 is 。 BAG in targets and SEP BAG in inputs.
         let p = lm_part(&[1, DOT, DOT, DOT], &t);
         assert_eq!(p.target, vec![1, DOT, 64]);

@@ -19,6 +19,7 @@ use super::windows::Mode;
 use super::Example;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"GPTSANDS";
@@ -98,27 +99,140 @@ pub fn text_hash(text: &str) -> String {
     format!("sha256:{hex}")
 }
 
+/// Examples laid out the way a shard stores them, one column per field: `data prepare`
+/// assembles examples straight into these and writes shards from them, with no
+/// allocation per example.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Columns {
+    /// Tokens per example.
+    pub seq_len: usize,
+    pub input_ids: Vec<u32>,
+    pub labels: Vec<i32>,
+    pub token_types: Vec<u8>,
+    pub class_ids: Vec<u32>,
+}
+
+impl Columns {
+    pub fn new(seq_len: usize) -> Self {
+        Columns {
+            seq_len,
+            ..Columns::default()
+        }
+    }
+
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        self.class_ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.class_ids.is_empty()
+    }
+
+    /// Example `k < len()`.
+    pub fn example(&self, k: usize) -> Example {
+        let span = k * self.seq_len..(k + 1) * self.seq_len;
+        Example {
+            input_ids: self.input_ids[span.clone()]
+                .iter()
+                .map(|&x| x as i32)
+                .collect(),
+            labels: self.labels[span.clone()].to_vec(),
+            token_types: self.token_types[span].iter().map(|&x| x as i32).collect(),
+            class_id: self.class_ids[k],
+        }
+    }
+
+    /// Every example.
+    pub fn examples(&self) -> Vec<Example> {
+        (0..self.len()).map(|k| self.example(k)).collect()
+    }
+
+    /// Makes room for `n` more examples.
+    pub fn reserve(&mut self, n: usize) {
+        let t = self.seq_len;
+        self.input_ids.reserve(n * t);
+        self.labels.reserve(n * t);
+        self.token_types.reserve(n * t);
+        self.class_ids.reserve(n);
+    }
+
+    /// Appends one example of `seq_len` tokens.
+    pub fn push(&mut self, e: &Example) {
+        self.input_ids.extend(e.input_ids.iter().map(|&x| x as u32));
+        self.labels.extend_from_slice(&e.labels);
+        self.token_types
+            .extend(e.token_types.iter().map(|&x| x as u8));
+        self.class_ids.push(e.class_id);
+    }
+
+    /// Appends `other`'s examples (taking its buffers when this holds none).
+    pub fn append(&mut self, mut other: Columns) {
+        if self.is_empty() {
+            other.seq_len = self.seq_len;
+            *self = other;
+            return;
+        }
+        self.input_ids.extend_from_slice(&other.input_ids);
+        self.labels.extend_from_slice(&other.labels);
+        self.token_types.extend_from_slice(&other.token_types);
+        self.class_ids.extend_from_slice(&other.class_ids);
+    }
+
+    /// Drops the first `n` examples.
+    pub fn drain_front(&mut self, n: usize) {
+        let t = self.seq_len;
+        self.input_ids.drain(..n * t);
+        self.labels.drain(..n * t);
+        self.token_types.drain(..n * t);
+        self.class_ids.drain(..n);
+    }
+
+    /// Writes the first `n` examples as a shard (see the module docs for the layout).
+    pub fn write_shard(&self, n: usize, w: &mut dyn Write) -> std::io::Result<()> {
+        let t = self.seq_len;
+        let mut header = Vec::with_capacity(HEADER);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&FORMAT.to_le_bytes());
+        header.extend_from_slice(&(t as u32).to_le_bytes());
+        header.extend_from_slice(&(n as u64).to_le_bytes());
+        header.resize(HEADER, 0);
+        w.write_all(&header)?;
+        write_le(w, &self.input_ids[..n * t], |x| x.to_le_bytes())?;
+        write_le(w, &self.labels[..n * t], |x| x.to_le_bytes())?;
+        w.write_all(&self.token_types[..n * t])?;
+        write_le(w, &self.class_ids[..n], |x| x.to_le_bytes())
+    }
+}
+
+/// Writes 4-byte values little endian, a cache-sized piece at a time.
+fn write_le<T: Copy>(
+    w: &mut dyn Write,
+    values: &[T],
+    bytes: impl Fn(T) -> [u8; 4],
+) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(4 * LE_PIECE);
+    for piece in values.chunks(LE_PIECE) {
+        buf.clear();
+        buf.extend(piece.iter().flat_map(|&x| bytes(x)));
+        w.write_all(&buf)?;
+    }
+    Ok(())
+}
+
+/// Values converted per [`write_le`] piece: 1 MB, so a `BufWriter` of 1 MB passes them on
+/// without copying.
+const LE_PIECE: usize = 256 * 1024;
+
 /// The bytes of one shard.
 pub fn encode_shard(examples: &[Example], seq_len: usize) -> Vec<u8> {
-    let n = examples.len();
-    let mut out = Vec::with_capacity(HEADER + n * seq_len * 9 + 4 * n);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT.to_le_bytes());
-    out.extend_from_slice(&(seq_len as u32).to_le_bytes());
-    out.extend_from_slice(&(n as u64).to_le_bytes());
-    out.resize(HEADER, 0);
+    let mut cols = Columns::new(seq_len);
     for e in examples {
-        out.extend(e.input_ids.iter().flat_map(|&x| (x as u32).to_le_bytes()));
+        cols.push(e);
     }
-    for e in examples {
-        out.extend(e.labels.iter().flat_map(|&x| x.to_le_bytes()));
-    }
-    for e in examples {
-        out.extend(e.token_types.iter().map(|&x| x as u8));
-    }
-    for e in examples {
-        out.extend_from_slice(&e.class_id.to_le_bytes());
-    }
+    let mut out = Vec::with_capacity(shard_size(examples.len(), seq_len));
+    cols.write_shard(examples.len(), &mut out)
+        .expect("writing to memory cannot fail");
     out
 }
 

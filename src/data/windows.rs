@@ -8,12 +8,19 @@
 //! characters that does (found by binary search on the encoded length), and the next
 //! example or part continues there. So no text is lost or repeated between windows, and
 //! prefixes are never cleaned while LM parts always are.
+//!
+//! Lines are encoded a batch at a time just ahead of the cut (`Feed`), into buffers
+//! reused from line to line, so memory stays a few hundred lines however long the
+//! document, and examples go straight into shard columns.
 
-use super::rules::{assemble, corrupt, lm_part, LmPart, RuleTokens};
+use super::rules::{assemble_into, bag_len, corrupt, lm_part_into, LmPart, RuleTokens};
+use super::shards::Columns;
 use super::Example;
 use crate::rng::Rng;
 use crate::tokenizer::{Prefixes, Tokenizer};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 
 /// The training objective of prepared data (SPEC section 5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -55,45 +62,127 @@ pub struct WindowSpec {
     pub hybrid_rate: f64,
 }
 
-/// One line with its encodings (whichever the mode needs), computed in parallel ahead.
+/// One line's encodings (whichever the mode needs). The buffers are reused: a line's
+/// encodings overwrite those of a line already cut.
 #[derive(Clone, Debug, Default)]
-pub struct EncodedLine {
-    pub text: String,
-    /// `encode(text, clean = false)`: prefix tokens.
-    pub raw: Vec<u32>,
+struct EncodedLine {
+    /// `encode(text, clean = false)`, the prefix tokens, unless `has_pre` (then they are
+    /// `pre.ids`): see [`EncodedLine::raw`].
+    raw: Vec<u32>,
     /// The LM rules on `encode(text, clean = true)`.
-    pub lm: LmPart,
+    lm: LmPart,
     /// The line's segmentation, kept to encode its starts and rests cheaply, when encoding
-    /// them is plain segmentation: without cleaning, and with it too if `pre_clean`.
-    pre: Option<Prefixes>,
+    /// them is plain segmentation (`has_pre`): without cleaning, and with it too if
+    /// `pre_clean`.
+    pre: Prefixes,
+    has_pre: bool,
     pre_clean: bool,
+    /// Scratch for the cleaned ids of a line that is not plain text.
+    ids: Vec<u32>,
 }
 
-/// Encodes a line as `mode` needs.
-pub fn encode_line(text: String, mode: Mode, tok: &Tokenizer, t: &RuleTokens) -> EncodedLine {
-    // Plain text (nothing to clean, no emoji) has one encoding with or without cleaning.
-    let mut pre_clean = true;
-    let mut pre = tok.prefixes(&text, true);
-    if pre.is_none() && mode.uses_prefix() {
-        pre_clean = false;
-        pre = tok.prefixes(&text, false);
+impl EncodedLine {
+    fn pre(&self) -> Option<&Prefixes> {
+        self.has_pre.then_some(&self.pre)
     }
-    let raw = match (&pre, mode.uses_prefix()) {
-        (_, false) => Vec::new(),
-        (Some(p), true) => p.ids.clone(),
-        (None, true) => tok.encode(&text, false),
-    };
-    let lm = match (&pre, mode.uses_lm()) {
-        (_, false) => LmPart::default(),
-        (Some(p), true) if pre_clean => lm_part(&p.ids, t),
-        _ => lm_part(&tok.encode(&text, true), t),
-    };
-    EncodedLine {
-        text,
-        raw,
-        lm,
-        pre,
-        pre_clean,
+
+    /// `encode(text, clean = false)` (only asked for when the mode has prefixes). With
+    /// `pre`, the text is plain or `pre` is of the raw text, so its ids are the raw
+    /// encoding.
+    fn raw(&self) -> &[u32] {
+        match self.has_pre {
+            true => &self.pre.ids,
+            false => &self.raw,
+        }
+    }
+
+    /// Encodes `text` as `mode` needs, into this line's buffers.
+    fn encode(&mut self, text: &str, mode: Mode, tok: &Tokenizer, t: &RuleTokens) {
+        // Plain text (nothing to clean, no emoji) has one encoding with or without cleaning.
+        self.pre_clean = true;
+        self.has_pre = tok.prefixes_into(text, true, &mut self.pre);
+        if !self.has_pre && mode.uses_prefix() {
+            self.pre_clean = false;
+            self.has_pre = tok.prefixes_into(text, false, &mut self.pre);
+        }
+        self.raw.clear();
+        if mode.uses_prefix() && !self.has_pre {
+            tok.encode_into(text, false, &mut self.raw);
+        }
+        self.lm.truncate(0);
+        if mode.uses_lm() {
+            if self.has_pre && self.pre_clean {
+                lm_part_into(&self.pre.ids, t, &mut self.lm);
+            } else {
+                self.ids.clear();
+                tok.encode_into(text, true, &mut self.ids);
+                lm_part_into(&self.ids, t, &mut self.lm);
+            }
+        }
+    }
+}
+
+/// Lines encoded per batch (in parallel), ahead of the cut.
+const BATCH: usize = 256;
+
+/// The lines of a document, encoded a batch at a time as the cut reaches them; lines
+/// behind the cut give their buffers back.
+struct Feed<'a, S> {
+    texts: &'a [S],
+    mode: Mode,
+    tok: &'a Tokenizer,
+    t: &'a RuleTokens,
+    /// Encoded lines `first..first + lines.len()`.
+    lines: VecDeque<EncodedLine>,
+    first: usize,
+    spare: Vec<EncodedLine>,
+}
+
+impl<'a, S: AsRef<str> + Sync> Feed<'a, S> {
+    fn new(texts: &'a [S], mode: Mode, tok: &'a Tokenizer, t: &'a RuleTokens) -> Self {
+        Feed {
+            texts,
+            mode,
+            tok,
+            t,
+            lines: VecDeque::new(),
+            first: 0,
+            spare: Vec::new(),
+        }
+    }
+
+    /// Line `i`, encoded (None past the end of the document).
+    fn line(&mut self, i: usize) -> Option<&EncodedLine> {
+        while self.first + self.lines.len() <= i && self.first + self.lines.len() < self.texts.len()
+        {
+            self.encode_batch();
+        }
+        self.lines.get(i.checked_sub(self.first)?)
+    }
+
+    fn encode_batch(&mut self) {
+        let start = self.first + self.lines.len();
+        let end = (start + BATCH).min(self.texts.len());
+        let mut batch: Vec<EncodedLine> = (start..end)
+            .map(|_| self.spare.pop().unwrap_or_default())
+            .collect();
+        let (mode, tok, t) = (self.mode, self.tok, self.t);
+        batch
+            .par_iter_mut()
+            .zip(self.texts[start..end].par_iter())
+            .for_each(|(line, text)| line.encode(text.as_ref(), mode, tok, t));
+        self.lines.extend(batch);
+    }
+
+    /// Lines before `i` are done with.
+    fn release_before(&mut self, i: usize) {
+        while self.first < i {
+            let Some(line) = self.lines.pop_front() else {
+                return;
+            };
+            self.spare.push(line);
+            self.first += 1;
+        }
     }
 }
 
@@ -113,22 +202,48 @@ enum Kind {
 
 /// Cuts a document into examples. `rng` drives the kind of each example and the MLM
 /// corruption; the same lines, spec and rng state give the same examples.
-pub fn document_examples(
-    lines: &[EncodedLine],
+pub fn document_examples<S: AsRef<str> + Sync>(
+    lines: &[S],
     class_id: u32,
     spec: &WindowSpec,
     tok: &Tokenizer,
     t: &RuleTokens,
     rng: &mut Rng,
 ) -> Vec<Example> {
+    let mut out = Columns::new(spec.seq_len);
+    document_columns(lines, class_id, spec, tok, t, rng, &mut out);
+    out.examples()
+}
+
+/// [`document_examples`] appended to `out` (of `spec.seq_len` tokens per example).
+pub fn document_columns<S: AsRef<str> + Sync>(
+    lines: &[S],
+    class_id: u32,
+    spec: &WindowSpec,
+    tok: &Tokenizer,
+    t: &RuleTokens,
+    rng: &mut Rng,
+    out: &mut Columns,
+) {
     let mut doc = Doc {
-        lines,
-        tok,
-        t,
+        texts: lines,
+        feed: Feed::new(lines, spec.mode, tok, t),
         at: Cursor::default(),
+        rest: Prefixes::default(),
+        cut: Cutter {
+            tok,
+            t,
+            ids: Vec::new(),
+            piece: LmPart::default(),
+        },
     };
     let room = spec.seq_len - 3;
-    let mut out = Vec::new();
+    // Room for the examples of text of 2 bytes per token (Japanese takes about 4): growing
+    // a column of tens of MB by doubling would copy it and fault its pages in again.
+    let bytes: usize = lines.iter().map(|l| l.as_ref().len() + 1).sum();
+    out.reserve(bytes / (2 * room) + 1);
+    let mut prefix = LmPart::default();
+    let mut lm = LmPart::default();
     while doc.at.line < lines.len() {
         let prefix_room = match spec.mode {
             Mode::Lm => 0,
@@ -144,131 +259,123 @@ pub fn document_examples(
                 }
             }
         };
-        let mut prefix = doc.take_prefix(prefix_room);
-        let lm = if spec.mode.uses_lm() {
-            doc.take_lm(room - prefix.len())
-        } else {
-            LmPart::default()
-        };
+        prefix.truncate(0);
+        doc.take(prefix_room, Kind::Prefix, &mut prefix);
+        lm.truncate(0);
+        if spec.mode.uses_lm() {
+            doc.take(room - prefix.len(), Kind::Lm, &mut lm);
+        }
         if prefix.is_empty() && lm.is_empty() {
             break;
         }
-        let corrupted = corrupt(&mut prefix, t, rng);
-        out.push(assemble(
-            &prefix,
-            &corrupted,
-            &lm,
-            spec.seq_len,
-            class_id,
-            t,
-        ));
+        let corrupted = corrupt(&mut prefix.input, t, rng);
+        assemble_into(&prefix.input, &corrupted, &lm, class_id, t, out);
     }
-    out
 }
 
-/// A document being cut, with the position reached.
-struct Doc<'a> {
-    lines: &'a [EncodedLine],
+/// A document being cut, with the position reached and reused scratch buffers.
+struct Doc<'a, S> {
+    texts: &'a [S],
+    feed: Feed<'a, S>,
+    at: Cursor,
+    /// The segmentation of the rest of a cut line.
+    rest: Prefixes,
+    cut: Cutter<'a>,
+}
+
+/// Encodes pieces of lines into reused buffers.
+struct Cutter<'a> {
     tok: &'a Tokenizer,
     t: &'a RuleTokens,
-    at: Cursor,
+    /// Candidate ids in the search for where to cut.
+    ids: Vec<u32>,
+    /// The part taken from one line.
+    piece: LmPart,
 }
 
-impl Doc<'_> {
+impl<S: AsRef<str> + Sync> Doc<'_, S> {
     /// Raw tokens from the cursor on (estimated inside a split line), `<BR>`s included,
     /// counted up to `cap` (so a long document costs no more than a short one).
-    fn raw_tokens_left(&self, cap: usize) -> usize {
+    fn raw_tokens_left(&mut self, cap: usize) -> usize {
         let mut n = 0;
-        for (i, l) in self.lines.iter().enumerate().skip(self.at.line) {
+        let mut i = self.at.line;
+        while let Some(l) = self.feed.line(i) {
             let len = if i == self.at.line && self.at.byte > 0 {
-                let rest = l.text.len() - self.at.byte;
-                (l.raw.len() * rest).div_ceil(l.text.len().max(1))
+                let text = self.texts[i].as_ref();
+                let rest = text.len() - self.at.byte;
+                (l.raw().len() * rest).div_ceil(text.len().max(1))
             } else {
-                l.raw.len()
+                l.raw().len()
             };
             n += len + (i > self.at.line) as usize;
             if n >= cap {
                 return cap;
             }
+            i += 1;
         }
         n
     }
 
-    fn take_prefix(&mut self, room: usize) -> Vec<u32> {
-        let mut out = LmPart::default();
-        self.take(room, Kind::Prefix, &mut out);
-        out.input
-    }
-
-    fn take_lm(&mut self, room: usize) -> LmPart {
-        let mut out = LmPart::default();
-        self.take(room, Kind::Lm, &mut out);
-        out
-    }
-
-    /// The encoding of `text` for a part of `kind` (prefix parts fill `input` only).
-    fn encode(&self, text: &str, kind: Kind) -> LmPart {
-        self.part_of(self.tok.encode(text, kind == Kind::Lm), kind)
-    }
-
-    /// A part of `kind` from the ids of `encode(text, kind == Lm)`.
-    fn part_of(&self, ids: Vec<u32>, kind: Kind) -> LmPart {
-        match kind {
-            Kind::Prefix => LmPart {
-                input: ids,
-                target: Vec::new(),
-            },
-            Kind::Lm => lm_part(&ids, self.t),
-        }
-    }
-
     /// Appends text from the cursor to `out` while it fits in `room` tokens.
     fn take(&mut self, room: usize, kind: Kind, out: &mut LmPart) {
-        while self.at.line < self.lines.len() {
-            let line = &self.lines[self.at.line];
+        loop {
+            self.feed.release_before(self.at.line);
+            let at = self.at;
+            let Some(line) = self.feed.line(at.line) else {
+                return;
+            };
             let join = !out.is_empty() as usize;
             if out.len() + join >= room {
                 return;
             }
-            let rest = &line.text[self.at.byte..];
-            let plain = line
-                .pre
-                .as_ref()
-                .filter(|_| kind == Kind::Prefix || line.pre_clean);
-            let mut pre = None;
-            let piece = if self.at.byte == 0 {
-                match kind {
-                    Kind::Prefix => LmPart {
-                        input: line.raw.clone(),
-                        target: Vec::new(),
-                    },
-                    Kind::Lm => line.lm.clone(),
-                }
-            } else {
-                let before = line.text[..self.at.byte].chars().count();
-                pre = plain
-                    .and_then(|p| self.tok.suffix(p, before))
-                    .or_else(|| self.tok.prefixes(rest, kind == Kind::Lm));
-                match &pre {
-                    Some(p) => self.part_of(p.ids.clone(), kind),
-                    None => self.encode(rest, kind),
-                }
-            };
             let free = room - out.len() - join;
-            if piece.len() <= free {
-                self.push(out, join, &piece, kind);
-                self.at = Cursor {
-                    line: self.at.line + 1,
-                    byte: 0,
-                };
-                continue;
-            }
-            let pre = if self.at.byte == 0 {
-                plain
-            } else {
-                pre.as_ref()
+            let text = self.texts[at.line].as_ref();
+            let rest = &text[at.byte..];
+            let plain = line
+                .pre()
+                .filter(|_| kind == Kind::Prefix || line.pre_clean);
+            let cut = &mut self.cut;
+            let t = cut.t;
+            let next_line = Cursor {
+                line: at.line + 1,
+                byte: 0,
             };
-            let (bytes, mut piece) = self.longest_fit(rest, free, kind, pre);
+            let bytes = if at.byte == 0 {
+                let whole = match kind {
+                    Kind::Prefix => LmPartRef {
+                        input: line.raw(),
+                        target: &[],
+                    },
+                    Kind::Lm => LmPartRef {
+                        input: &line.lm.input,
+                        target: &line.lm.target,
+                    },
+                };
+                if whole.input.len() <= free {
+                    push(out, join, whole, kind, t);
+                    self.at = next_line;
+                    continue;
+                }
+                cut.longest_fit(rest, free, kind, plain)
+            } else {
+                let before = text[..at.byte].chars().count();
+                let has_rest = plain
+                    .is_some_and(|p| cut.tok.suffix_into(p, before, &mut self.rest))
+                    || cut
+                        .tok
+                        .prefixes_into(rest, kind == Kind::Lm, &mut self.rest);
+                let pre = has_rest.then_some(&self.rest);
+                match pre {
+                    Some(p) => cut.part_of_ids(&p.ids, kind),
+                    None => cut.encode(rest, kind),
+                }
+                if cut.piece.len() <= free {
+                    push(out, join, cut.piece.as_ref(), kind, t);
+                    self.at = next_line;
+                    continue;
+                }
+                cut.longest_fit(rest, free, kind, pre)
+            };
             if bytes == 0 {
                 if !out.is_empty() {
                     return;
@@ -276,85 +383,170 @@ impl Doc<'_> {
                 // Not even one character fits an empty part (a tiny window): take it
                 // anyway, cut to the room.
                 let one = rest.chars().next().map_or(rest.len(), char::len_utf8);
-                piece = self.encode(&rest[..one], kind);
-                piece.truncate(free);
-                self.push(out, join, &piece, kind);
+                cut.encode(&rest[..one], kind);
+                cut.piece.truncate(free);
+                push(out, join, cut.piece.as_ref(), kind, t);
                 self.advance(one);
                 return;
             }
-            self.push(out, join, &piece, kind);
+            push(out, join, cut.piece.as_ref(), kind, t);
             self.advance(bytes);
             return;
         }
     }
 
-    fn push(&self, out: &mut LmPart, join: usize, piece: &LmPart, kind: Kind) {
-        if join == 1 {
-            out.input.push(self.t.br);
-            if kind == Kind::Lm {
-                out.target.push(self.t.br);
-            }
-        }
-        out.extend(piece);
-    }
-
     /// Moves the cursor `bytes` further in the current line (to the next line at its end).
     fn advance(&mut self, bytes: usize) {
         self.at.byte += bytes;
-        if self.at.byte >= self.lines[self.at.line].text.len() {
+        if self.at.byte >= self.texts[self.at.line].as_ref().len() {
             self.at = Cursor {
                 line: self.at.line + 1,
                 byte: 0,
             };
         }
     }
+}
+
+impl Cutter<'_> {
+    /// `piece` = the part of `kind` from the ids of `encode(text, kind == Lm)`.
+    fn part_of_ids(&mut self, ids: &[u32], kind: Kind) {
+        match kind {
+            Kind::Prefix => {
+                self.piece.truncate(0);
+                self.piece.input.extend_from_slice(ids);
+            }
+            Kind::Lm => lm_part_into(ids, self.t, &mut self.piece),
+        }
+    }
+
+    /// `piece` = the part of `kind` of `text`, encoded afresh.
+    fn encode(&mut self, text: &str, kind: Kind) {
+        let mut ids = std::mem::take(&mut self.ids);
+        ids.clear();
+        self.tok.encode_into(text, kind == Kind::Lm, &mut ids);
+        self.part_of_ids(&ids, kind);
+        self.ids = ids;
+    }
+
+    /// `piece` = the part of `kind` of the first `chars` characters of the text of `p`.
+    fn encode_start(&mut self, p: &Prefixes, chars: usize, kind: Kind) {
+        let mut ids = std::mem::take(&mut self.ids);
+        ids.clear();
+        self.tok.encode_prefix(p, chars, &mut ids);
+        self.part_of_ids(&ids, kind);
+        self.ids = ids;
+    }
+
+    /// The length of that part, without building it.
+    fn start_len(&mut self, p: &Prefixes, chars: usize, kind: Kind) -> usize {
+        let shared = self.tok.prefix_parts(p, chars, &mut self.ids);
+        match kind {
+            Kind::Prefix => shared + self.ids.len(),
+            Kind::Lm => bag_len(&p.ids[..shared], &self.ids, self.t),
+        }
+    }
 
     /// The longest start of `text` (in whole characters) whose encoding has at most `free`
-    /// tokens, with that encoding; (0, empty) when not even one character fits. `pre`, when
-    /// given, holds the prefixes of `text` (it saves encoding each start from scratch).
+    /// tokens: its length in bytes, with its part in `piece`; 0 when not even one
+    /// character fits. `pre`, when given, holds the prefixes of `text` (it saves encoding
+    /// each start from scratch).
     fn longest_fit(
-        &self,
+        &mut self,
         text: &str,
         free: usize,
         kind: Kind,
         pre: Option<&Prefixes>,
-    ) -> (usize, LmPart) {
-        let mut ends: Vec<usize> = text.char_indices().map(|(i, c)| i + c.len_utf8()).collect();
+    ) -> usize {
         // Vocabulary entries hold at most 3 characters, so more than 4 per token rarely fit
         // (only cleaned placeholders such as <URL> do): this bound keeps the search short
         // and at worst leaves a window a little less full.
-        ends.truncate(4 * free + 4);
+        let bound = 4 * free + 4;
+        let char_end = |n: usize| {
+            text.char_indices()
+                .nth(n - 1)
+                .map_or(text.len(), |(i, c)| i + c.len_utf8())
+        };
         let owned;
-        let pre = match (pre, ends.last()) {
-            (Some(p), _) => Some(p),
-            (None, Some(&end)) => {
-                owned = self.tok.prefixes(&text[..end], kind == Kind::Lm);
+        let pre = match pre {
+            Some(p) => Some(p),
+            None if text.is_empty() => None,
+            None => {
+                owned = self
+                    .tok
+                    .prefixes(&text[..char_end(bound)], kind == Kind::Lm);
                 owned.as_ref()
             }
-            (None, None) => None,
         };
-        let (mut lo, mut hi) = (0usize, ends.len());
-        let mut best = (0, LmPart::default());
+        let ends: Vec<usize> = match pre {
+            Some(_) => Vec::new(),
+            None => text
+                .char_indices()
+                .map(|(i, c)| i + c.len_utf8())
+                .take(bound)
+                .collect(),
+        };
+        let chars = pre.map_or(ends.len(), |p| p.chars().min(bound));
+        let (mut lo, mut hi) = (0usize, chars);
+        let mut best = 0;
         while lo < hi {
             let mid = (lo + hi).div_ceil(2);
             // The same ids as encoding the start afresh (see `Tokenizer::prefixes`).
-            let piece = match pre {
-                Some(p) => {
-                    let mut ids = Vec::with_capacity(free + 8);
-                    self.tok.encode_prefix(p, mid, &mut ids);
-                    self.part_of(ids, kind)
+            let len = match pre {
+                Some(p) => self.start_len(p, mid, kind),
+                None => {
+                    self.encode(&text[..ends[mid - 1]], kind);
+                    self.piece.len()
                 }
-                None => self.encode(&text[..ends[mid - 1]], kind),
             };
-            if piece.len() <= free {
-                best = (ends[mid - 1], piece);
+            if len <= free {
+                best = mid;
                 lo = mid;
             } else {
                 hi = mid - 1;
             }
         }
-        best
+        if best == 0 {
+            return 0;
+        }
+        match pre {
+            Some(p) => {
+                self.encode_start(p, best, kind);
+                char_end(best)
+            }
+            None => {
+                self.encode(&text[..ends[best - 1]], kind);
+                ends[best - 1]
+            }
+        }
     }
+}
+
+/// A part borrowed from a line's buffers.
+#[derive(Clone, Copy)]
+struct LmPartRef<'a> {
+    input: &'a [u32],
+    target: &'a [u32],
+}
+
+impl LmPart {
+    fn as_ref(&self) -> LmPartRef<'_> {
+        LmPartRef {
+            input: &self.input,
+            target: &self.target,
+        }
+    }
+}
+
+/// Appends `piece` to `out`, after a `<BR>` when `join` is 1.
+fn push(out: &mut LmPart, join: usize, piece: LmPartRef, kind: Kind, t: &RuleTokens) {
+    if join == 1 {
+        out.input.push(t.br);
+        if kind == Kind::Lm {
+            out.target.push(t.br);
+        }
+    }
+    out.input.extend_from_slice(piece.input);
+    out.target.extend_from_slice(piece.target);
 }
 
 #[cfg(test)]
@@ -362,14 +554,11 @@ mod tests {
     use super::*;
     use crate::data::IGNORE;
 
-    fn lines(texts: &[&str], mode: Mode) -> (Vec<EncodedLine>, RuleTokens) {
+    /// The lines of a document (encoded by `document_examples` as the mode needs).
+    fn lines(texts: &[&str], _mode: Mode) -> (Vec<String>, RuleTokens) {
         let tok = Tokenizer::builtin();
         let t = RuleTokens::new(tok).unwrap();
-        let l = texts
-            .iter()
-            .map(|s| encode_line(s.to_string(), mode, tok, &t))
-            .collect();
-        (l, t)
+        (texts.iter().map(|s| s.to_string()).collect(), t)
     }
 
     fn spec(mode: Mode, seq_len: usize, hybrid_rate: f64) -> WindowSpec {

@@ -344,6 +344,10 @@ impl EmojiTable {
 /// Could replacing some text by `token` create a new occurrence of `key`? Only if the key
 /// overlaps the token at one of its ends or contains it whole, or the token contains the key.
 fn can_create_match(key: &str, token: &str) -> bool {
+    // Any overlap shares a character (most keys share none with `<|emojiN|>`).
+    if !key.chars().any(|c| token.contains(c)) {
+        return false;
+    }
     if token.contains(key) || key.contains(token) {
         return true;
     }

@@ -17,6 +17,7 @@ mod decode;
 pub mod emoji;
 pub mod normalize;
 mod segment;
+mod spelling_index;
 pub mod vocab;
 
 use std::cell::RefCell;
@@ -46,11 +47,13 @@ pub struct Tokenizer {
     vocab: Vocab,
     emoji: EmojiTable,
     segmenter: segment::Segmenter,
-    pieces: Vec<decode::Piece>,
+    /// What each id decodes to, worked out on the first decode (encoding never needs it).
+    pieces: OnceLock<Vec<decode::Piece>>,
 }
 
-/// A text's segmentation kept for [`Tokenizer::encode_prefix`].
-#[derive(Debug, Clone)]
+/// A text's segmentation kept for [`Tokenizer::encode_prefix`]. Its buffers are reused
+/// when it is filled again ([`Tokenizer::prefixes_into`], [`Tokenizer::suffix_into`]).
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Prefixes {
     /// The pre-replaced code points.
     cps: Vec<u32>,
@@ -60,6 +63,15 @@ pub(crate) struct Prefixes {
     starts: Vec<(u32, u32)>,
     /// The ids of the whole text.
     pub(crate) ids: Vec<u32>,
+    /// Whether the text may hold a `<` (a segmenter window may reach further from one).
+    angle: bool,
+}
+
+impl Prefixes {
+    /// Number of characters of the text.
+    pub(crate) fn chars(&self) -> usize {
+        self.char_cps.len()
+    }
 }
 
 /// Texts longer than twice this many bytes are encoded in pieces of this size.
@@ -87,12 +99,11 @@ impl Tokenizer {
     /// Builds a tokenizer from a parsed vocabulary and emoji table.
     pub fn new(vocab: Vocab, emoji: EmojiTable) -> Self {
         let segmenter = segment::Segmenter::new(&vocab);
-        let pieces = decode::pieces(&vocab, &emoji);
         Tokenizer {
             vocab,
             emoji,
             segmenter,
-            pieces,
+            pieces: OnceLock::new(),
         }
     }
 
@@ -262,68 +273,87 @@ impl Tokenizer {
     /// every start of it is plain segmentation of the pre-replaced code points (no emoji
     /// key; with `clean`, none of the characters the cleaning patterns need).
     pub(crate) fn prefixes(&self, text: &str, clean: bool) -> Option<Prefixes> {
-        let mut cps = Vec::with_capacity(text.len());
-        let mut triggers = Vec::new();
-        let emoji = &self.emoji;
-        normalize::prereplace(text, |c| {
-            if emoji.is_trigger(c) {
-                triggers.push(cps.len());
-            }
-            cps.push(c as u32);
-        });
-        // No emoji key in the text means none in any start of it either.
-        if (!triggers.is_empty() && emoji.any_key_near(&cps, &triggers))
-            || (clean && clean::may_change(&cps))
-        {
-            return None;
-        }
-        // Code points after each character (CR LF is one line break).
-        let mut char_cps = Vec::with_capacity(text.len());
-        let (mut n, mut prev) = (0u32, '\0');
-        for c in text.chars() {
-            n += match c {
-                ' ' | '\u{3000}' | '\r' => 4,
-                '\n' if prev == '\r' => 0,
-                '\n' => 4,
-                '\t' => 5,
-                _ => 1,
-            };
-            char_cps.push(n);
-            prev = c;
-        }
-        if n as usize != cps.len() {
-            return None;
-        }
-        let mut starts = Vec::with_capacity(cps.len());
-        let mut ids = Vec::with_capacity(cps.len());
-        self.segmenter
-            .segment_noting(&cps, cps.len(), &mut ids, |pos, n| {
-                starts.push((pos as u32, n as u32))
-            });
-        Some(Prefixes {
+        let mut p = Prefixes::default();
+        self.prefixes_into(text, clean, &mut p).then_some(p)
+    }
+
+    /// [`Tokenizer::prefixes`] into `p`'s buffers; false (and `p` unusable) for `None`.
+    pub(crate) fn prefixes_into(&self, text: &str, clean: bool, p: &mut Prefixes) -> bool {
+        let Prefixes {
             cps,
             char_cps,
             starts,
             ids,
-        })
+            angle,
+        } = p;
+        cps.clear();
+        char_cps.clear();
+        *angle = false;
+        let mut triggers = Vec::new();
+        let emoji = &self.emoji;
+        // `char_cps`: code points after each character (CR LF is one line break).
+        let n = std::cell::Cell::new(0u32);
+        normalize::prereplace_marking(
+            text,
+            |c| {
+                if emoji.is_trigger(c) {
+                    triggers.push(cps.len());
+                }
+                *angle |= c == '<';
+                cps.push(c as u32);
+                n.set(n.get() + 1);
+            },
+            || char_cps.push(n.get()),
+        );
+        // No emoji key in the text means none in any start of it either.
+        if (!triggers.is_empty() && emoji.any_key_near(cps, &triggers))
+            || (clean && clean::may_change(cps))
+        {
+            return false;
+        }
+        starts.clear();
+        ids.clear();
+        self.segmenter
+            .segment_noting(cps, cps.len(), ids, |pos, n| {
+                starts.push((pos as u32, n as u32))
+            });
+        true
     }
 
     /// The prefixes of the text of `p` after its first `chars` characters (`None` when
     /// that cut falls inside a CR LF). Segmentation is greedy and looks only forward, so
     /// the rest's tokens are those of the whole text from the first token start they
     /// share on: only the tokens before it are segmented again.
+    #[cfg(test)]
     pub(crate) fn suffix(&self, p: &Prefixes, chars: usize) -> Option<Prefixes> {
-        if chars == 0 {
-            return Some(p.clone());
+        let mut r = Prefixes::default();
+        self.suffix_into(p, chars, &mut r).then_some(r)
+    }
+
+    /// [`Tokenizer::suffix`] into `r`'s buffers; false (and `r` unusable) for `None`.
+    pub(crate) fn suffix_into(&self, p: &Prefixes, chars: usize, r: &mut Prefixes) -> bool {
+        let q = match chars {
+            0 => 0,
+            _ => p.char_cps[chars - 1],
+        };
+        if chars > 0 && p.char_cps.get(chars) == Some(&q) {
+            return false;
         }
-        let q = p.char_cps[chars - 1];
-        if p.char_cps.get(chars) == Some(&q) {
-            return None;
-        }
-        let cps = p.cps[q as usize..].to_vec();
-        let char_cps: Vec<u32> = p.char_cps[chars..].iter().map(|&c| c - q).collect();
-        let mut starts = Vec::with_capacity(p.starts.len());
-        let mut ids = Vec::with_capacity(p.ids.len());
+        let Prefixes {
+            cps,
+            char_cps,
+            starts,
+            ids,
+            angle,
+        } = r;
+        // The rest holds no `<` the whole text did not.
+        *angle = p.angle;
+        cps.clear();
+        cps.extend_from_slice(&p.cps[q as usize..]);
+        char_cps.clear();
+        char_cps.extend(p.char_cps[chars..].iter().map(|&c| c - q));
+        starts.clear();
+        ids.clear();
         let mut pos = 0;
         let (from, from_id) = loop {
             if pos >= cps.len() {
@@ -334,7 +364,7 @@ impl Tokenizer {
                 break (t, p.starts[t].1 as usize);
             }
             starts.push((pos as u32, ids.len() as u32));
-            pos += self.segmenter.segment_until(&cps[pos..], 1, &mut ids);
+            pos += self.segmenter.segment_until(&cps[pos..], 1, ids);
         };
         let shift = ids.len() as u32;
         starts.extend(
@@ -343,32 +373,53 @@ impl Tokenizer {
                 .map(|&(s, i)| (s - q, i - from_id as u32 + shift)),
         );
         ids.extend_from_slice(&p.ids[from_id..]);
-        Some(Prefixes {
-            cps,
-            char_cps,
-            starts,
-            ids,
-        })
+        true
     }
 
     /// Appends `encode(start, clean)` to `out`, where `start` is the first `chars`
     /// characters of the text of `p` (`clean` as given to [`Tokenizer::prefixes`]).
     pub(crate) fn encode_prefix(&self, p: &Prefixes, chars: usize, out: &mut Vec<u32>) {
+        let (shared, rest) = self.prefix_split(p, chars);
+        out.extend_from_slice(&p.ids[..shared]);
+        self.segmenter.segment(&p.cps[rest], out);
+    }
+
+    /// [`Tokenizer::encode_prefix`] in two parts: returns how many of the whole text's ids
+    /// the start shares (`p.ids[..shared]`), and sets `tail` to the ids that follow them.
+    pub(crate) fn prefix_parts(&self, p: &Prefixes, chars: usize, tail: &mut Vec<u32>) -> usize {
+        let (shared, rest) = self.prefix_split(p, chars);
+        tail.clear();
+        self.segmenter.segment(&p.cps[rest], tail);
+        shared
+    }
+
+    /// For the start of `chars` characters: how many ids it shares with the whole text,
+    /// and the code points segmented again after them.
+    fn prefix_split(&self, p: &Prefixes, chars: usize) -> (usize, std::ops::Range<usize>) {
         let k = if chars == 0 {
             0
         } else {
             p.char_cps[chars - 1] as usize
         };
-        // Tokens starting at least `lookahead` before the end are those of the whole text.
-        let la = self.segmenter.lookahead();
-        let t = p.starts.partition_point(|&(s, _)| s as usize + la <= k);
-        let (from, ids) = match p.starts.get(t) {
-            Some(&(s, i)) => (s as usize, i as usize),
-            None => (p.cps.len(), p.ids.len()),
+        // A token is the whole text's when segmenting it looked at no character from the
+        // end on, and so were all before it: at a `<` the segmenter may look `lookahead`
+        // characters ahead, elsewhere at most [`segment::WINDOW`].
+        let near = p
+            .starts
+            .partition_point(|&(s, _)| s as usize + segment::WINDOW <= k);
+        let t = match p.angle {
+            false => near,
+            true => {
+                let la = self.segmenter.lookahead();
+                let far = p.starts.partition_point(|&(s, _)| s as usize + la <= k);
+                (far..near)
+                    .find(|&j| p.cps[p.starts[j].0 as usize] == '<' as u32)
+                    .unwrap_or(near)
+            }
         };
-        out.extend_from_slice(&p.ids[..ids]);
-        if from < k {
-            self.segmenter.segment(&p.cps[from..k], out);
+        match p.starts.get(t) {
+            Some(&(s, i)) => (i as usize, s as usize..k.max(s as usize)),
+            None => (p.ids.len(), k..k),
         }
     }
 
@@ -396,7 +447,10 @@ impl Tokenizer {
 
     /// Decodes ids with explicit options (BAG expansion, dropping specials, line break).
     pub fn decode_with(&self, ids: &[u32], opts: &DecodeOptions) -> Result<String, DecodeError> {
-        decode::decode(&self.pieces, ids, opts).map_err(|position| DecodeError {
+        let pieces = self
+            .pieces
+            .get_or_init(|| decode::pieces(&self.vocab, &self.emoji));
+        decode::decode(pieces, ids, opts).map_err(|position| DecodeError {
             id: ids[position],
             position,
             vocab_size: self.vocab.len(),

@@ -12,9 +12,10 @@
 //! one or two lookups. Spellings starting with `<` live in a small character trie walked
 //! for the longest match. `segment_until` lets long texts be segmented in pieces.
 
-use rustc_hash::FxHashMap;
-
 use super::vocab::Vocab;
+
+/// The most characters a window looks at, except at a `<` (see [`Segmenter::lookahead`]).
+pub(crate) const WINDOW: usize = 3;
 
 const NONE: u32 = u32::MAX;
 /// Flag bit of a single-character or pair entry: a longer spelling extends it.
@@ -67,16 +68,15 @@ struct PackedMap {
 const EMPTY: u64 = u64::MAX;
 
 impl PackedMap {
-    fn from_pairs(pairs: &FxHashMap<u64, u32>) -> Self {
+    /// A map of distinct keys given in key order (so the layout never depends on the
+    /// order spellings were seen in).
+    fn from_sorted(pairs: &[(u64, u32)]) -> Self {
         let cap = (pairs.len() * 2).next_power_of_two().max(16);
         let mut map = PackedMap {
             slots: vec![(EMPTY, 0); cap],
             shift: 64 - cap.trailing_zeros(),
         };
-        // Insert in key order so the layout never depends on hash-map iteration order.
-        let mut sorted: Vec<(u64, u32)> = pairs.iter().map(|(&k, &v)| (k, v)).collect();
-        sorted.sort_unstable();
-        for (k, v) in sorted {
+        for &(k, v) in pairs {
             let mut i = map.slot(k);
             while map.slots[i].0 != EMPTY {
                 i = (i + 1) & (cap - 1);
@@ -227,16 +227,20 @@ impl Segmenter {
     pub(crate) fn new(vocab: &Vocab) -> Self {
         let mut singles = CharTable::new();
         let n = vocab.len();
-        let mut pairs: FxHashMap<u64, u32> =
-            FxHashMap::with_capacity_and_hasher(n, Default::default());
-        let mut triples = FxHashMap::with_capacity_and_hasher(n / 2, Default::default());
-        let mut angle_spellings = Vec::new();
+        // (packed pair, entry) of every 2-character spelling and of the first two
+        // characters of every 3-character one, and (packed triple, id): merged after
+        // sorting, which is cheaper than hashing 150K spellings.
+        let mut pair_rows: Vec<(u64, u32)> = Vec::with_capacity(n * 5);
+        let mut triple_rows: Vec<(u64, u32)> = Vec::with_capacity(n / 2);
+        let mut angle_spellings: Vec<(Vec<u32>, u32)> = Vec::new();
         let mut chars: Vec<u32> = Vec::with_capacity(4);
-        for (spelling, id) in vocab.iter_map() {
+        // In file order: ids grow, so a later line overwrites (or outranks) an earlier one
+        // holding the same spelling, as in the reference's dict.
+        for (spelling, id) in vocab.iter_spellings() {
             chars.clear();
-            chars.extend(spelling.chars().map(|c| c as u32));
+            chars.extend(spelling.chars().take(4).map(|c| c as u32));
             if chars[0] == '<' as u32 && chars.len() > 2 {
-                angle_spellings.push((chars.clone(), id));
+                angle_spellings.push((spelling.chars().map(|c| c as u32).collect(), id));
                 continue;
             }
             match chars.len() {
@@ -245,23 +249,29 @@ impl Segmenter {
                     *e = (*e & HAS_LONGER as u64) | id as u64;
                 }
                 2 => {
-                    let e = singles.get_mut(chars[0]);
-                    *e |= HAS_LONGER as u64;
-                    let p = pairs.entry(pack2(chars[0], chars[1])).or_insert(ID_MASK);
-                    *p = (*p & HAS_LONGER) | id;
+                    *singles.get_mut(chars[0]) |= HAS_LONGER as u64;
+                    pair_rows.push((pack2(chars[0], chars[1]), id));
                 }
                 3 => {
-                    let e = singles.get_mut(chars[0]);
-                    *e |= HAS_LONGER as u64;
-                    let p = pairs.entry(pack2(chars[0], chars[1])).or_insert(ID_MASK);
-                    *p |= HAS_LONGER;
-                    triples.insert(pack3(chars[0], chars[1], chars[2]), id);
+                    *singles.get_mut(chars[0]) |= HAS_LONGER as u64;
+                    pair_rows.push((pack2(chars[0], chars[1]), HAS_LONGER | ID_MASK));
+                    triple_rows.push((pack3(chars[0], chars[1], chars[2]), id));
                 }
                 // Longer spellings can never be looked up by the reference (its window is
                 // three characters unless the first one is `<`).
                 _ => {}
             }
         }
+        let pairs = merge_pairs(pair_rows);
+        triple_rows.sort_unstable();
+        // The largest id of a triple is the later line's.
+        triple_rows.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            if same {
+                earlier.1 = later.1;
+            }
+            same
+        });
         let lookup = |s: &str| vocab.id(s).expect("Vocab::from_entries checked it");
         // Bytes that never occur in UTF-8 may be missing; they are never looked up.
         let mut bytes = [0u32; 256];
@@ -273,10 +283,9 @@ impl Segmenter {
             .map(|(c, _)| c.len())
             .max()
             .unwrap_or(0)
-            .max(3);
+            .max(WINDOW);
         let angle = AngleTrie::new(angle_spellings);
-        let mut sorted_pairs: Vec<(u64, u32)> = pairs.into_iter().collect();
-        sorted_pairs.sort_unstable();
+        let sorted_pairs = pairs;
         let mut kids = Vec::with_capacity(sorted_pairs.len());
         let mut kid_offsets = vec![0u32];
         let mut group: Vec<(u32, u32)> = Vec::new();
@@ -313,7 +322,7 @@ impl Segmenter {
             singles,
             kids,
             kid_offsets,
-            triples: PackedMap::from_pairs(&triples),
+            triples: PackedMap::from_sorted(&triple_rows),
             angle,
             lookahead,
             fallback: Fallback {
@@ -438,6 +447,28 @@ impl Segmenter {
             }
         }
     }
+}
+
+/// One entry per pair from rows of (packed pair, entry) sorted by pair: the largest id of
+/// a 2-character spelling (or ID_MASK when only longer spellings start with the pair), with
+/// HAS_LONGER when a 3-character spelling extends it.
+fn merge_pairs(mut rows: Vec<(u64, u32)>) -> Vec<(u64, u32)> {
+    rows.sort_unstable_by_key(|r| r.0);
+    let mut out: Vec<(u64, u32)> = Vec::with_capacity(rows.len());
+    for (key, entry) in rows {
+        let id = entry & ID_MASK;
+        match out.last_mut() {
+            Some(last) if last.0 == key => {
+                let best = match (last.1 & ID_MASK, id) {
+                    (ID_MASK, x) | (x, ID_MASK) => x,
+                    (a, b) => a.max(b),
+                };
+                last.1 = (last.1 & HAS_LONGER) | (entry & HAS_LONGER) | best;
+            }
+            _ => out.push((key, entry)),
+        }
+    }
+    out
 }
 
 /// The 2-byte UTF-8 symbols the reference maps to `<KIGOU>` (byte pairs C2A1-C2BF,
