@@ -976,6 +976,25 @@ impl Tensor {
         let big = self.builder.scalar(i32::MAX as f64, DType::S32);
         hit.select(&idx, &big).reduce_min(&[d])
     }
+    /// Inclusive cumulative sum along `dim`: a log-depth scan (Hillis-Steele) of shifted
+    /// adds, ceil(log2 n) pads and adds of the whole tensor; no loop, no `[n, n]` matrix.
+    #[track_caller]
+    pub fn cumsum(&self, dim: i64) -> Tensor {
+        let d = self.axis(dim) as usize;
+        let n = self.dims().get(d).copied().unwrap_or(1);
+        let zero = self.builder.scalar(0.0, self.dtype());
+        let mut acc = self.clone();
+        let mut shift = 1;
+        while shift < n {
+            let (mut low, mut high) = (vec![0; self.rank()], vec![0; self.rank()]);
+            low[d] = shift;
+            high[d] = -shift;
+            let shifted = acc.pad(&zero, &low, &high, &vec![0; self.rank()]);
+            acc = acc.add(&shifted);
+            shift *= 2;
+        }
+        acc
+    }
     /// Softmax along `dim`, computed stably.
     #[track_caller]
     pub fn softmax(&self, dim: i64) -> Tensor {
