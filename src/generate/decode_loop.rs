@@ -13,7 +13,7 @@
 
 use super::device_pick::{banned_ids, pick_on_device, pick_program, rng_state, SampleArgs};
 use super::sampling::Strategy;
-use super::{GenerateOptions, Generation, Generator};
+use super::{GenerateOptions, Generation, Generator, Prefilled};
 use crate::model::decode::{cache_shape, decode_step};
 use crate::model::gptsan::Params;
 use crate::model::inputs::HostBatch;
@@ -332,6 +332,13 @@ impl ChunkOutput {
 pub(crate) type LoopKey = (i64, i64, i64, bool);
 pub(crate) type PickKey = (i64, bool);
 
+/// What stays the same from chunk to chunk of one generation.
+struct Chunks<'a> {
+    key: LoopKey,
+    stop_at_eot: bool,
+    sample: &'a [Literal],
+}
+
 impl Generator<'_> {
     /// Generation with the loop on the device, `chunk` tokens per call at most (see the
     /// module doc). Same results as the host loop for greedy; sampling draws from the
@@ -345,15 +352,36 @@ impl Generator<'_> {
     ) -> Result<Generation> {
         let pre = self.run_prefill(batch, opts.max_new_tokens)?;
         let mut tokens = vec![Vec::new(); batch.batch];
-        if pre.steps == 0 {
-            return Ok(Generation {
-                tokens,
-                step_logits: Vec::new(),
-            });
+        if pre.steps > 0 {
+            let greedy = opts.strategy == Strategy::Greedy;
+            let sample = SampleArgs::values(&opts.strategy);
+            let state = self.first_token(&pre, opts, &sample, &mut tokens, on_token)?;
+            let key = (batch.batch as i64, pre.slots, chunk.max(1) as i64, greedy);
+            let run = Chunks {
+                key,
+                stop_at_eot: opts.stop_at_eot,
+                sample: &sample,
+            };
+            self.run_chunks(&run, pre.cache, state, pre.steps - 1, &mut tokens, on_token)?;
         }
+        Ok(Generation {
+            tokens,
+            step_logits: Vec::new(),
+        })
+    }
+
+    /// Picks and streams each row's first token from the prefill's logits; returns the
+    /// loop's starting state.
+    fn first_token(
+        &mut self,
+        pre: &Prefilled,
+        opts: &GenerateOptions,
+        sample: &[Literal],
+        tokens: &mut [Vec<u32>],
+        on_token: &mut dyn FnMut(usize, u32),
+    ) -> Result<ChunkState> {
         let greedy = opts.strategy == Strategy::Greedy;
-        let sample = SampleArgs::values(&opts.strategy);
-        let (first, rng) = self.pick_first(&pre.logits, greedy, opts.seed, &sample)?;
+        let (first, rng) = self.pick_first(&pre.logits, greedy, opts.seed, sample)?;
         let eot = self.cfg.vocab_size as i32 - 1;
         let done: Vec<bool> = first
             .iter()
@@ -363,33 +391,40 @@ impl Generator<'_> {
             tokens[r].push(t as u32);
             on_token(r, t as u32);
         }
-        let bsz = batch.batch as i64;
-        let mut state = ChunkState {
+        let bsz = first.len() as i64;
+        Ok(ChunkState {
             pending: Literal::from_slice(&[bsz], &first)?,
             position: Literal::from_slice(&[bsz], &pre.next_pos)?,
             key_valid: Literal::from_slice(&[bsz, pre.slots], &pre.key_valid)?,
             cur: Literal::scalar(pre.first_slot as i32),
             done: Literal::from_slice(&[bsz], &done)?,
             rng,
-        };
-        let key = (bsz, pre.slots, chunk.max(1) as i64, greedy);
-        let mut cache = pre.cache;
-        let mut remaining = pre.steps - 1;
+        })
+    }
+
+    /// Runs the loop chunk by chunk until `remaining` tokens were generated or every
+    /// row is done, streaming each chunk's tokens.
+    fn run_chunks(
+        &mut self,
+        run: &Chunks,
+        mut cache: Vec<Buffer>,
+        mut state: ChunkState,
+        mut remaining: i64,
+        tokens: &mut [Vec<u32>],
+        on_token: &mut dyn FnMut(usize, u32),
+    ) -> Result<()> {
         while remaining > 0 && !state.all_done()? {
-            let args = state.args(remaining.min(key.2), opts.stop_at_eot, &sample);
-            let (out, next_cache) = self.run_chunk(key, cache, &args)?;
+            let args = state.args(remaining.min(run.key.2), run.stop_at_eot, run.sample);
+            let (out, next_cache) = self.run_chunk(run.key, cache, &args)?;
             cache = next_cache;
-            report(&out.tokens, &mut tokens, on_token)?;
+            report(&out.tokens, tokens, on_token)?;
             if out.steps <= 0 {
                 break;
             }
             remaining -= out.steps;
             state = out.state;
         }
-        Ok(Generation {
-            tokens,
-            step_logits: Vec::new(),
-        })
+        Ok(())
     }
 
     /// The first token of each row from the prefill's logits, and the generator state
