@@ -263,3 +263,136 @@ fn sampling_with_one_candidate_is_greedy() {
         }
     }
 }
+
+/// `n` device draws per setting: the pick program on `rows` copies of `logits`, seeds
+/// 0, 1, ...
+fn device_draws(logits: &[f32], s: &Strategy, n: usize) -> Vec<u32> {
+    use gptsan::generate::device_pick::pick_program;
+    let rows = 50;
+    let v = logits.len() as i64;
+    let device = Device::shared().unwrap();
+    let program = device
+        .compile(&pick_program(rows, v, false).unwrap())
+        .unwrap();
+    let all: Vec<f32> = (0..rows).flat_map(|_| logits.iter().copied()).collect();
+    let (t, k, p) = match s {
+        Strategy::Sample {
+            temperature,
+            top_k,
+            top_p,
+        } => (*temperature as f32, *top_k as i32, *top_p as f32),
+        Strategy::Greedy => unreachable!(),
+    };
+    let mut out = Vec::new();
+    for seed in 0..(n / rows as usize) as u64 {
+        let args = [
+            Literal::from_slice(&[rows, v], &all).unwrap(),
+            Literal::from_slice(&[2], &[seed, 0x9E37_79B9_7F4A_7C15u64]).unwrap(),
+            Literal::scalar(t),
+            Literal::scalar(k),
+            Literal::scalar(p),
+        ];
+        let res = program.run_literals(&args).unwrap();
+        out.extend(res[0].to_vec::<i32>().unwrap().iter().map(|&x| x as u32));
+    }
+    out
+}
+
+fn histogram(draws: &[u32], v: usize) -> Vec<f64> {
+    let mut h = vec![0.0; v];
+    for &d in draws {
+        h[d as usize] += 1.0 / draws.len() as f64;
+    }
+    h
+}
+
+/// The distribution `sampling::pick` draws from, by its rules: the allowed ids sorted by
+/// logit (stable), the first `k`, softmax at temperature `t`, the shortest prefix whose
+/// mass reaches `p`, renormalised.
+fn expected(logits: &[f32], t: f64, k: usize, p: f64, banned: &[u32]) -> Vec<f64> {
+    let mut ids: Vec<usize> = (0..logits.len())
+        .filter(|&i| !banned.contains(&(i as u32)))
+        .collect();
+    ids.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    if k > 0 {
+        ids.truncate(k);
+    }
+    let best = logits[ids[0]] as f64;
+    let w: Vec<f64> = ids
+        .iter()
+        .map(|&i| ((logits[i] as f64 - best) / t).exp())
+        .collect();
+    let z: f64 = w.iter().sum();
+    let mut keep = ids.len();
+    let mut acc = 0.0;
+    for (j, x) in w.iter().enumerate() {
+        acc += x / z;
+        if acc >= p {
+            keep = j + 1;
+            break;
+        }
+    }
+    let z: f64 = w[..keep].iter().sum();
+    let mut out = vec![0.0; logits.len()];
+    for (j, &i) in ids[..keep].iter().enumerate() {
+        out[i] = w[j] / z;
+    }
+    out
+}
+
+/// The device sampler draws from the distribution the host's `pick` draws from: the same
+/// support (top-k and top-p cuts with their ties, SEP and NOT excluded) and frequencies
+/// within sampling noise.
+#[test]
+fn device_sampling_draws_from_the_host_distribution() {
+    use gptsan::generate::sampling::{pick, Rng};
+    let v = 16usize;
+    let (sep, not) = (v as u32 - 5, v as u32 - 4);
+    let mut logits = vec![0.0f32, 2.0, 1.0, 3.0, 0.5, -1.0, 2.5, 1.5, 2.0, -0.5, 0.2];
+    logits.extend([9.0, 9.0, 0.0, 1.0, 0.3]); // SEP and NOT the likeliest
+    let n = 6000;
+    for (t, k, p) in [
+        (1.0, 3, 1.0), // ids 1 and 8 tie for the 3rd place: only id 1 is kept
+        (1.0, 0, 0.6), // ids 1 and 8 tie at the cut: only id 1 is kept
+        (0.5, 0, 1.0),
+        (2.0, 5, 0.9),
+        (1.0, 4, 1.0), // ids 1 and 8 take the 3rd and 4th places: both kept
+    ] {
+        let s = Strategy::Sample {
+            temperature: t,
+            top_k: k,
+            top_p: p,
+        };
+        let want = expected(&logits, t, k, p, &[sep, not]);
+        let device = histogram(&device_draws(&logits, &s, n), v);
+        let mut rng = Rng::new(1);
+        let host: Vec<u32> = (0..n)
+            .map(|_| pick(&logits, &s, &[sep, not], &mut rng))
+            .collect();
+        let host = histogram(&host, v);
+        let what = format!("t {t} k {k} p {p}");
+        for (name, got) in [("device", &device), ("host", &host)] {
+            for id in 0..v {
+                assert!(
+                    want[id] > 0.0 || got[id] == 0.0,
+                    "{what}: the {name} drew id {id}, which is cut"
+                );
+                assert!(
+                    want[id] < 0.01 || got[id] > 0.0,
+                    "{what}: the {name} never drew id {id} (p = {})",
+                    want[id]
+                );
+            }
+            let tv: f64 = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .sum::<f64>()
+                / 2.0;
+            assert!(
+                tv < 0.03,
+                "{what}: the {name} is {tv} off\n{got:?}\n{want:?}"
+            );
+        }
+    }
+}
