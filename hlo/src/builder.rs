@@ -216,11 +216,107 @@ impl Builder {
         self.apply(Op::Sort { dim, descending }, &refs)
     }
 
+    /// A `while` loop. `init` are the initial loop-carried values; `captured` are outer
+    /// values the loop reads but does not change (weights, say). `cond` and `body` are
+    /// built in their own builders and see the carried values followed by the captured
+    /// ones; `cond` returns a `pred[]` (go on?), `body` the next carried values (same types
+    /// as `init`). Returns the carried values after the last iteration.
+    ///
+    /// Tensors of the outer graph cannot be used inside directly (a build error says so):
+    /// they enter through `captured`, which become loop-carried values that the body
+    /// passes through unchanged (XLA keeps them in place). A failing `cond` or `body`
+    /// records its own error, with the location inside the closure.
+    #[track_caller]
+    pub fn while_loop(
+        &self,
+        init: &[Tensor],
+        captured: &[Tensor],
+        cond: impl FnOnce(&Builder, &[Tensor]) -> Tensor,
+        body: impl FnOnce(&Builder, &[Tensor]) -> Vec<Tensor>,
+    ) -> Vec<Tensor> {
+        let all: Vec<&Tensor> = init.iter().chain(captured).collect();
+        let cond = self.region("cond", &all, |b, args| vec![cond(b, args)]);
+        let body = self.region("body", &all, |b, args| {
+            let mut next = body(b, args);
+            next.extend_from_slice(&args[init.len()..]);
+            next
+        });
+        let placeholders = || {
+            init.iter()
+                .map(|t| self.placeholder(t.shape.clone()))
+                .collect()
+        };
+        let (Some(cond), Some(body)) = (cond, body) else {
+            return placeholders();
+        };
+        let op = Op::While {
+            cond: Box::new(cond),
+            body: Box::new(body),
+        };
+        let mut out = self.apply(op, &all);
+        if out.len() != all.len() {
+            // Shape inference failed (the error is recorded); keep the caller's arity.
+            return placeholders();
+        }
+        out.truncate(init.len());
+        out
+    }
+
+    /// Builds a while loop's condition or body as a function of the carried values'
+    /// types; records its build error here and returns None on failure.
+    #[track_caller]
+    fn region(
+        &self,
+        what: &str,
+        carried: &[&Tensor],
+        f: impl FnOnce(&Builder, &[Tensor]) -> Vec<Tensor>,
+    ) -> Option<Function> {
+        let rb = Builder::new(&format!("{}_{what}", self.name));
+        if let Some(m) = self.mesh() {
+            rb.set_mesh(m);
+        }
+        let args: Vec<Tensor> = carried
+            .iter()
+            .enumerate()
+            .map(|(i, t)| rb.parameter(&format!("{what}_arg{i}"), t.shape.clone()))
+            .collect();
+        let outs = f(&rb, &args);
+        if let Some(t) = outs.iter().find(|t| !t.builder.same_graph(&rb)) {
+            self.record(BuildError {
+                op: "while".into(),
+                operands: vec![t.shape.to_string()],
+                message: format!(
+                    "the loop {what} returns a value of another graph; pass outer values \
+                     in through `captured`"
+                ),
+                location: Location::caller(),
+            });
+            return None;
+        }
+        let refs: Vec<&Tensor> = outs.iter().collect();
+        match rb.build(&refs) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                self.record(e);
+                None
+            }
+        }
+    }
+
     /// Applies any primitive with shape inference; the generic entry point used by the
     /// methods below and by autodiff rules.
     #[track_caller]
     pub fn apply(&self, op: Op, operands: &[&Tensor]) -> Vec<Tensor> {
         let shapes: Vec<Shape> = operands.iter().map(|t| t.shape.clone()).collect();
+        if operands.iter().any(|t| !t.builder.same_graph(self)) {
+            let guess = shapes
+                .first()
+                .cloned()
+                .unwrap_or_else(|| Shape::scalar(DType::F32));
+            let message = "an operand belongs to another builder's graph (a while loop's \
+                           condition and body see outer values only through `captured`)";
+            return vec![self.fail(op.name(), operands, message.into(), guess)];
+        }
         let outputs = match infer(&op, &shapes) {
             Ok(o) => o,
             Err(message) => {
@@ -268,6 +364,12 @@ impl Builder {
             message,
             location: Location::caller(),
         });
+        self.placeholder(guess)
+    }
+
+    /// A stand-in value of type `shape`, returned after an error was recorded so that
+    /// building can go on until [`Builder::build`] reports it.
+    fn placeholder(&self, guess: Shape) -> Tensor {
         let lit = Literal::zeros(guess.clone());
         let mut g = self.graph.borrow_mut();
         g.nodes.push(Node {
@@ -873,6 +975,25 @@ impl Tensor {
         let idx = self.builder.iota(&self.shape.with_dtype(DType::S32), d);
         let big = self.builder.scalar(i32::MAX as f64, DType::S32);
         hit.select(&idx, &big).reduce_min(&[d])
+    }
+    /// Inclusive cumulative sum along `dim`: a log-depth scan (Hillis-Steele) of shifted
+    /// adds, ceil(log2 n) pads and adds of the whole tensor; no loop, no `[n, n]` matrix.
+    #[track_caller]
+    pub fn cumsum(&self, dim: i64) -> Tensor {
+        let d = self.axis(dim) as usize;
+        let n = self.dims().get(d).copied().unwrap_or(1);
+        let zero = self.builder.scalar(0.0, self.dtype());
+        let mut acc = self.clone();
+        let mut shift = 1;
+        while shift < n {
+            let (mut low, mut high) = (vec![0; self.rank()], vec![0; self.rank()]);
+            low[d] = shift;
+            high[d] = -shift;
+            let shifted = acc.pad(&zero, &low, &high, &vec![0; self.rank()]);
+            acc = acc.add(&shifted);
+            shift *= 2;
+        }
+        acc
     }
     /// Softmax along `dim`, computed stably.
     #[track_caller]

@@ -9,7 +9,8 @@
 //! Semantics follow XLA where StableHLO leaves them open: gather and dynamic_slice clamp
 //! their start indices so the window fits, scatter skips an update window that does not
 //! fit, integer division by zero gives -1 (all bits set) and remainder by zero gives the
-//! dividend, sort is stable. `rng_bit_generator` is not supported (a clear error).
+//! dividend, sort is stable. `rng_bit_generator` is not supported (a clear error). A
+//! `while` loop evaluates its condition and body functions recursively.
 
 use crate::dtype::DType;
 use crate::ir::{
@@ -1312,8 +1313,28 @@ fn eval_node(node: &Node, ops: &[&Value], args: &[Literal]) -> R<Vec<Value>> {
                 .collect()
         }
         Op::RngBitGenerator { .. } => Err("random bit generation is left to XLA".into()),
+        Op::While { cond, body } => {
+            let mut state: Vec<Literal> = ops.iter().map(|v| v.to_literal()).collect();
+            while run_condition(cond, &state)? {
+                state = evaluate(body, &state).map_err(|e| format!("in the body: {e}"))?;
+            }
+            state.iter().map(Value::from_literal).collect()
+        }
         Op::ShardingConstraint { .. } | Op::StopGradient => Ok(vec![x()?.clone()]),
     }
+}
+
+/// Evaluates a while loop's condition on the carried values.
+fn run_condition(cond: &Function, state: &[Literal]) -> R<bool> {
+    let out = evaluate(cond, state).map_err(|e| format!("in the condition: {e}"))?;
+    let go = out
+        .first()
+        .map(|l| l.to_vec::<bool>())
+        .ok_or("the condition returned nothing")?
+        .map_err(|e| format!("the condition's result: {e}"))?;
+    go.first()
+        .copied()
+        .ok_or_else(|| "the condition returned an empty value".into())
 }
 
 fn int_range(dtype: DType) -> (i128, i128) {

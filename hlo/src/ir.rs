@@ -1,7 +1,7 @@
 //! The intermediate representation: a function is a list of nodes in topological order.
 //!
 //! Each node is one primitive (`Op`) applied to earlier nodes' outputs. Most primitives
-//! have one output; a few (rng_bit_generator, sort) have several, so a value is named by
+//! have one output; a few (rng_bit_generator, sort, while) have several, so a value is named by
 //! its node and output index ([`ValueRef`]). The op set mirrors StableHLO closely so that
 //! emission is a direct translation and each op has one VJP rule.
 
@@ -204,6 +204,16 @@ pub enum Op {
     },
     /// Identity that autodiff treats as a constant (no gradient flows through).
     StopGradient,
+    /// StableHLO `while`: operands are the initial loop-carried values, outputs their
+    /// values once `cond` (carried values -> `pred[]`) is false; each iteration replaces
+    /// them by `body`'s outputs (same types, same order). Both functions take exactly the
+    /// carried values as parameters and see nothing else, so a value from outside the
+    /// loop enters it as a carried value that the body passes through unchanged (what
+    /// [`crate::Builder::while_loop`]'s `captured` does).
+    While {
+        cond: Box<Function>,
+        body: Box<Function>,
+    },
 }
 
 impl Op {
@@ -265,6 +275,7 @@ impl Op {
             Op::Sort { .. } => "sort",
             Op::ShardingConstraint { .. } => "sharding_constraint",
             Op::StopGradient => "stop_gradient",
+            Op::While { .. } => "while",
         }
     }
 }
@@ -319,6 +330,13 @@ impl Function {
             .iter()
             .map(|o| self.value_shape(o.value).clone())
             .collect()
+    }
+
+    /// The type of output `index`, or None if it refers to a value that does not exist
+    /// (a hand-made function; checks use this instead of panicking).
+    pub fn output_shape(&self, index: usize) -> Option<&Shape> {
+        let v = self.outputs.get(index)?.value;
+        self.nodes.get(v.node)?.outputs.get(v.output)
     }
 
     /// Marks argument `param` as donated to result `output` (input/output aliasing).

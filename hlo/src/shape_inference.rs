@@ -548,5 +548,58 @@ pub fn infer(op: &Op, operands: &[Shape]) -> R {
             arity(1)?;
             Ok(vec![operands[0].clone()])
         }
+        Op::While { cond, body } => {
+            if n == 0 {
+                return Err("needs at least one loop-carried value".into());
+            }
+            check_region("condition", cond, operands)?;
+            check_region("body", body, operands)?;
+            let pred = Shape::scalar(DType::Pred);
+            if cond.outputs.len() != 1 || cond.output_shape(0) != Some(&pred) {
+                return Err(format!(
+                    "the condition must return one {pred}, it returns ({})",
+                    region_outputs(cond)
+                ));
+            }
+            let body_out: Vec<Option<&Shape>> = (0..body.outputs.len())
+                .map(|k| body.output_shape(k))
+                .collect();
+            let carried: Vec<Option<&Shape>> = operands.iter().map(Some).collect();
+            if body_out != carried {
+                return Err(format!(
+                    "the body must return the loop-carried types ({}), it returns ({})",
+                    join(operands),
+                    region_outputs(body)
+                ));
+            }
+            Ok(operands.to_vec())
+        }
     }
+}
+
+/// A while loop's condition or body takes exactly the loop-carried values.
+fn check_region(what: &str, f: &crate::ir::Function, carried: &[Shape]) -> Result<(), String> {
+    let params: Vec<&Shape> = f.params.iter().map(|p| &p.shape).collect();
+    if params != carried.iter().collect::<Vec<_>>() {
+        let params: Vec<String> = params.iter().map(|s| s.to_string()).collect();
+        return Err(format!(
+            "the {what} must take the loop-carried types ({}), it takes ({})",
+            join(carried),
+            params.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+fn join(shapes: &[Shape]) -> String {
+    let s: Vec<String> = shapes.iter().map(|s| s.to_string()).collect();
+    s.join(", ")
+}
+
+/// A region's output types, `?` for one that refers to no value.
+fn region_outputs(f: &crate::ir::Function) -> String {
+    let s: Vec<String> = (0..f.outputs.len())
+        .map(|k| f.output_shape(k).map_or("?".to_string(), |s| s.to_string()))
+        .collect();
+    s.join(", ")
 }

@@ -19,8 +19,9 @@
 //!   (out of bounds) still gets the clamped window's cotangent: keep indices in bounds.
 //! - `sort`: gradients flow to the sorted values (all floating-point operands) through
 //!   the stable sort permutation.
-//! - `remainder` has no rule (a clear [`AutodiffError::MissingRule`]): nothing in GPTSAN
-//!   differentiates it.
+//! - `remainder` and `while` have no rule (a clear [`AutodiffError::MissingRule`]):
+//!   nothing in GPTSAN differentiates them (the while loop runs generation, which is
+//!   inference only).
 
 use crate::autodiff::AutodiffError;
 use crate::builder::{Builder, Tensor};
@@ -164,7 +165,7 @@ pub(crate) fn vjp(r: &RuleInput) -> Cts {
                 unary_vjp(*u, &ops[0], &r.outputs[0], &r.ct(0))
             })])
         }
-        Op::Binary(BinaryOp::Rem) => Err(AutodiffError::MissingRule {
+        Op::Binary(BinaryOp::Rem) | Op::While { .. } => Err(AutodiffError::MissingRule {
             op: r.node.op.name(),
             node: r.node_id,
         }),

@@ -286,3 +286,31 @@ fn inconsistent_hand_made_functions_are_errors_not_panics() {
         Err(InterpretError::Invalid { .. })
     ));
 }
+
+#[test]
+fn cumsum_is_an_inclusive_prefix_sum_along_a_dimension() {
+    for n in [1usize, 2, 5, 8, 13] {
+        let b = Builder::new("f");
+        let x = b.parameter("x", Shape::new(DType::F64, [2, n as i64]));
+        let vals: Vec<f64> = (0..2 * n).map(|i| (i * i % 7) as f64 - 2.5).collect();
+        let arg = Literal::from_slice(&[2, n as i64], &vals).unwrap();
+        let out = run(&b, &[&x.cumsum(1), &x.cumsum(0)], &[arg]);
+        let mut along1 = vals.clone();
+        for r in 0..2 {
+            for c in 1..n {
+                along1[r * n + c] += along1[r * n + c - 1];
+            }
+        }
+        let along0: Vec<f64> = (0..2 * n)
+            .map(|i| {
+                if i < n {
+                    vals[i]
+                } else {
+                    vals[i] + vals[i - n]
+                }
+            })
+            .collect();
+        assert_eq!(out[0], along1, "n = {n}");
+        assert_eq!(out[1], along0, "n = {n}");
+    }
+}

@@ -4,7 +4,7 @@
 
 use crate::device::Device;
 use crate::generate::sampling::Strategy;
-use crate::generate::{GenerateOptions, Generator};
+use crate::generate::{GenerateOptions, Generator, LoopMode};
 use crate::model::inputs::HostBatch;
 use crate::model::params::{param_specs, Init, ParamSpec};
 use crate::model::precision::Precision;
@@ -36,6 +36,10 @@ pub struct ModelArgs {
     /// `generate`: weights kept on the device as bf16/f16 (compute stays f32).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
+    /// `generate`: time the host loop (one decode call per token, the token chosen on
+    /// the host) instead of the device loop that `gptsan generate` uses, to compare.
+    #[arg(long)]
+    pub host_loop: bool,
 }
 
 /// Refuses a precision the measured program does not have yet.
@@ -238,7 +242,10 @@ fn peak_memory() -> Option<f64> {
     Some(kb * 1024.0)
 }
 
-/// Times greedy generation with the KV cache: `--len` prompt tokens, `--repeat` new ones.
+/// Times greedy generation with the KV cache: `--len` prompt tokens, `--repeat` new ones,
+/// on the path `gptsan generate` takes (the device loop; `--host-loop` for the host's).
+/// The device loop streams a chunk of tokens at a time, so a per-token time is a
+/// window's time over its tokens.
 pub fn generate(a: ModelArgs) -> Result<()> {
     let (cfg, _) = load_configs(&a.config)?;
     let device = Device::open(a.plugin.as_deref(), None)?;
@@ -247,6 +254,9 @@ pub fn generate(a: ModelArgs) -> Result<()> {
     let params = random_params(&specs, weights, 1)?;
     let mut g = Generator::with_weights(&device, &cfg, &params, None, weights)?;
     drop(params);
+    if a.host_loop {
+        g.set_loop_mode(LoopMode::Host);
+    }
     let batch = random_batch(cfg.vocab_size, 1, a.len, 7);
     let opts = GenerateOptions {
         max_new_tokens: a.repeat,
@@ -269,12 +279,16 @@ pub fn generate(a: ModelArgs) -> Result<()> {
         .collect();
     let q = per.len() / 4;
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let path = match g.loop_mode() {
+        LoopMode::Host => "host loop".to_string(),
+        LoopMode::Device { chunk } => format!("device loop, {chunk} tokens per call"),
+    };
     println!(
-        "generate: prompt {} + {n} new tokens, {} weights",
+        "generate: prompt {} + {n} new tokens, {} weights, {path}",
         a.len,
         a.precision.name()
     );
-    println!("  first call (compiles prefill + decode): {first:.2} s");
+    println!("  first call (compiles the programs): {first:.2} s");
     if let Some(s) = stamps.first() {
         let prefill = (*s - t).as_secs_f64();
         println!("  prefill of {} tokens: {prefill:.2} s", a.len);

@@ -1,11 +1,22 @@
 //! Text generation with a device-resident KV cache: one compiled prefill program per
-//! prompt size and one decode program per cache size, compiled once and reused.
+//! prompt size, then the generation loop, compiled once per cache size and reused.
+//!
+//! The loop runs on the device by default ([`LoopMode::Device`], [`decode_loop`]): one
+//! call of a compiled `while` loop generates a chunk of tokens (the token choice
+//! included), so the host streams text chunk by chunk and never downloads logits. The
+//! host loop ([`LoopMode::Host`]: one decode call per token, the token chosen on the
+//! host from downloaded logits) remains for what needs every step's logits
+//! (`keep_logits`), for meshes, and for beam search ([`beam`]). Greedy gives the same
+//! tokens either way; sampling on the device uses the device's random bits, so a seeded
+//! sample is reproducible but differs from the host loop's.
 //!
 //! Rows of a batch are independent: a left-padded row gets positions counted from its
 //! first real token and its padding takes no expert slots, so it generates exactly what
 //! it generates alone.
 
 pub mod beam;
+pub mod decode_loop;
+pub mod device_pick;
 pub mod sampling;
 
 use crate::device::{shard_of, Device, Program};
@@ -30,6 +41,20 @@ pub struct GenerateOptions {
     /// Stop a row at the end-of-text token.
     pub stop_at_eot: bool,
 }
+
+/// Where the generation loop runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoopMode {
+    /// One decode program call per token; the token is chosen on the host.
+    Host,
+    /// Up to `chunk` tokens per call of one compiled while loop; tokens are chosen on
+    /// the device and streamed a chunk at a time.
+    Device { chunk: usize },
+}
+
+/// Tokens per decode-loop call by default: long enough that the per-call cost (launch,
+/// transfers of the small state) vanishes, short enough to stream text smoothly.
+pub const DEFAULT_CHUNK: usize = 16;
 
 /// The prefill program: the prompt in, the last position's logits and the cache out.
 pub fn prefill_program(
@@ -117,6 +142,9 @@ pub struct Generator<'d> {
     weights: DType,
     prefill: HashMap<(i64, i64, bool, i64), Program>,
     decode: HashMap<(i64, i64, bool), Program>,
+    loops: HashMap<decode_loop::LoopKey, Program>,
+    picks: HashMap<decode_loop::PickKey, Program>,
+    mode: LoopMode,
 }
 
 /// The state after a prompt's prefill.
@@ -198,6 +226,11 @@ impl<'d> Generator<'d> {
             weights: DType::F32,
             prefill: HashMap::new(),
             decode: HashMap::new(),
+            loops: HashMap::new(),
+            picks: HashMap::new(),
+            mode: LoopMode::Device {
+                chunk: DEFAULT_CHUNK,
+            },
         })
     }
 
@@ -290,14 +323,41 @@ impl<'d> Generator<'d> {
         Ok(&self.decode[&key])
     }
 
+    /// Chooses where the generation loop runs (the device by default).
+    pub fn set_loop_mode(&mut self, mode: LoopMode) {
+        self.mode = mode;
+    }
+
+    pub fn loop_mode(&self) -> LoopMode {
+        self.mode
+    }
+
     /// Generates up to `opts.max_new_tokens` per row. `on_token(row, id)` sees every
-    /// token as it is produced (for streaming).
+    /// token as it is produced (for streaming): one at a time on the host loop, a chunk
+    /// at a time on the device loop. `keep_logits` (every step's logits, for tests)
+    /// and a mesh use the host loop.
     pub fn generate(
         &mut self,
         batch: &HostBatch,
         opts: &GenerateOptions,
         keep_logits: bool,
         mut on_token: impl FnMut(usize, u32),
+    ) -> Result<Generation> {
+        match self.mode {
+            LoopMode::Device { chunk } if !keep_logits && self.mesh.is_none() => {
+                self.generate_on_device(batch, opts, chunk, &mut on_token)
+            }
+            _ => self.generate_on_host(batch, opts, keep_logits, &mut on_token),
+        }
+    }
+
+    /// Generation with one decode call per token, the token chosen on the host.
+    fn generate_on_host(
+        &mut self,
+        batch: &HostBatch,
+        opts: &GenerateOptions,
+        keep_logits: bool,
+        on_token: &mut dyn FnMut(usize, u32),
     ) -> Result<Generation> {
         let cfg = self.cfg.clone();
         let Prefilled {

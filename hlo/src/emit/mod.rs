@@ -178,6 +178,12 @@ struct Emitter<'a> {
     output_names: Vec<Option<String>>,
     live: Vec<bool>,
     body: String,
+    /// Leading spaces of each emitted line (deeper inside a while loop's regions).
+    indent: String,
+    /// Names unnamed values `{prefix}{node}` inside a region, so that they cannot clash
+    /// with the enclosing function's numbered values (regions see outer names in MLIR).
+    /// None at the top level, where unnamed values are plain numbers.
+    prefix: Option<String>,
 }
 
 impl<'a> Emitter<'a> {
@@ -217,16 +223,14 @@ impl<'a> Emitter<'a> {
             arg_names,
             live: f.live_nodes(),
             body: String::new(),
+            indent: "    ".to_string(),
+            prefix: None,
         })
     }
 
     fn run(mut self) -> Result<String, EmitError> {
         let signature = self.signature()?;
-        for id in 0..self.f.nodes.len() {
-            if self.live[id] {
-                self.node(id)?;
-            }
-        }
+        self.nodes()?;
         let results: Vec<String> = self.f.outputs.iter().map(|o| self.value(o.value)).collect();
         let types: Vec<String> = self
             .f
@@ -261,6 +265,53 @@ impl<'a> Emitter<'a> {
         out.push_str(&self.body);
         out.push_str("  }\n}\n");
         Ok(out)
+    }
+
+    /// Emits every live node into the body.
+    fn nodes(&mut self) -> Result<(), EmitError> {
+        for id in 0..self.f.nodes.len() {
+            if self.live[id] {
+                self.node(id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The text of one region of the while loop at node `owner`: `sub` becomes a block
+    /// whose arguments are its parameters, ending in `stablehlo.return` of its outputs.
+    /// Names come from this emitter's namer, so they are unique in the whole module.
+    fn region(&mut self, sub: &'a Function, owner: usize) -> Result<String, EmitError> {
+        let mut inner = Emitter::new(sub, self.opts)?;
+        inner.namer = std::mem::take(&mut self.namer);
+        inner.arg_names = sub
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| inner.namer.fresh(&p.name, i))
+            .collect();
+        inner.mesh = self.mesh;
+        inner.indent = format!("{}    ", self.indent);
+        inner.prefix = Some(format!("{}w{owner}_", self.prefix.as_deref().unwrap_or("")));
+        let emitted = inner.nodes();
+        let results: Vec<String> = sub.outputs.iter().map(|o| inner.value(o.value)).collect();
+        self.namer = std::mem::take(&mut inner.namer);
+        emitted?;
+        let args: Vec<String> = sub
+            .params
+            .iter()
+            .zip(&inner.arg_names)
+            .map(|(p, n)| format!("%{n}: {}", p.shape.mlir_type()))
+            .collect();
+        let types: Vec<String> = sub.output_shapes().iter().map(|s| s.mlir_type()).collect();
+        Ok(format!(
+            "{}  ^bb0({}):\n{}{}stablehlo.return {} : {}\n",
+            self.indent,
+            args.join(", "),
+            inner.body,
+            inner.indent,
+            results.join(", "),
+            types.join(", ")
+        ))
     }
 
     /// `func.func public @main(%x: tensor<..> {attrs}, ...) -> (tensor<..> {attrs}, ...)`.
@@ -350,9 +401,13 @@ impl<'a> Emitter<'a> {
             .name
             .clone()
             .or_else(|| self.output_names[id].clone())
-            .map(|n| self.namer.fresh(&n, id))
+            .map(|n| self.namer.fresh(&n, id));
+        let base = match (base, &self.prefix) {
+            (Some(b), _) => b,
             // Unnamed values are numbered by node; numbers never clash with names.
-            .unwrap_or_else(|| id.to_string());
+            (None, None) => id.to_string(),
+            (None, Some(p)) => self.namer.fresh(&format!("{p}{id}"), id),
+        };
         let n = node.outputs.len();
         if n == 1 {
             self.refs[id] = vec![format!("%{base}")];

@@ -2,19 +2,20 @@
 //!
 //! Simple ops use StableHLO's pretty syntax (`%3 = stablehlo.add %1, %2 : tensor<4xf32>`);
 //! ops with regions or nested attributes use the generic syntax, whose attribute spelling
-//! is stable across StableHLO versions.
+//! is stable across StableHLO versions. A while loop's condition and body are emitted as
+//! nested regions by the same emitter (one namer, deeper indentation).
 
 use super::constant::{dense_attr, reduce_init};
 use super::sharding;
 use super::{Emitter, Partitioner};
 use crate::dtype::DType;
-use crate::ir::{compare_type, CompareDirection, Op, ReduceKind, RngAlgorithm};
+use crate::ir::{compare_type, CompareDirection, Function, Op, ReduceKind, RngAlgorithm};
 use crate::shape::Shape;
 use std::fmt::Write;
 
 /// Emits node `id` (not a parameter or stop_gradient) into the body. Errors are plain
 /// messages; the caller adds the node and op.
-pub(super) fn emit(e: &mut Emitter, id: usize) -> Result<(), String> {
+pub(super) fn emit<'a>(e: &mut Emitter<'a>, id: usize) -> Result<(), String> {
     let f = e.f;
     let node = &f.nodes[id];
     check_arity(&node.op, node.operands.len(), node.outputs.len())?;
@@ -240,6 +241,16 @@ pub(super) fn emit(e: &mut Emitter, id: usize) -> Result<(), String> {
                 ),
             }
         }
+        Op::While { cond, body } => {
+            let region = |e: &mut Emitter<'a>, sub: &'a Function, what: &str| {
+                e.region(sub, id)
+                    .map_err(|err| format!("in the loop {what}: {err}"))
+            };
+            let c = region(e, cond, "condition")?;
+            let b = region(e, body, "body")?;
+            let ind = &e.indent;
+            format!("\"stablehlo.while\"({a}) ({{\n{c}{ind}}}, {{\n{b}{ind}}}) : {fn_type}")
+        }
         Op::Parameter { .. } | Op::StopGradient => {
             return Err("handled by the caller".to_string());
         }
@@ -251,7 +262,7 @@ pub(super) fn emit(e: &mut Emitter, id: usize) -> Result<(), String> {
 
 /// Appends `    lhs = text`.
 fn line(e: &mut Emitter, lhs: &str, text: &str) {
-    writeln!(e.body, "    {lhs} = {text}").expect("writing to a String");
+    writeln!(e.body, "{}{lhs} = {text}", e.indent).expect("writing to a String");
 }
 
 /// Checks operand and result counts, which the text depends on.
@@ -272,7 +283,9 @@ fn check_arity(op: &Op, operands: usize, outputs: usize) -> Result<(), String> {
         Op::Compare { .. } | Op::Binary(_) | Op::DotGeneral { .. } | Op::Gather { .. } => (2, 2),
         Op::Pad { .. } => (2, 2),
         Op::Select | Op::Clamp | Op::ScatterAdd { .. } => (3, 3),
-        Op::DynamicSlice { .. } | Op::Concatenate { .. } | Op::Sort { .. } => (1, usize::MAX),
+        Op::DynamicSlice { .. } | Op::Concatenate { .. } | Op::Sort { .. } | Op::While { .. } => {
+            (1, usize::MAX)
+        }
         Op::DynamicUpdateSlice => (2, usize::MAX),
     };
     if operands < min || operands > max {
@@ -280,7 +293,7 @@ fn check_arity(op: &Op, operands: usize, outputs: usize) -> Result<(), String> {
     }
     let want = match op {
         Op::RngBitGenerator { .. } => 2,
-        Op::Sort { .. } => operands,
+        Op::Sort { .. } | Op::While { .. } => operands,
         _ => 1,
     };
     if outputs != want {
