@@ -6,7 +6,8 @@
 //! included), so the host streams text chunk by chunk and never downloads logits. The
 //! host loop ([`LoopMode::Host`]: one decode call per token, the token chosen on the
 //! host from downloaded logits) remains for what needs every step's logits
-//! (`keep_logits`), for meshes, and for beam search ([`beam`]). Greedy gives the same
+//! (`keep_logits`), for meshes, for 16-bit weights ([`Generator::with_weights`]), and for
+//! beam search ([`beam`]). Greedy gives the same
 //! tokens either way; sampling on the device uses the device's random bits, so a seeded
 //! sample is reproducible but differs from the host loop's.
 //!
@@ -194,6 +195,14 @@ impl<'d> Generator<'d> {
             Generator::on_mesh(device, cfg, &stored, mesh)?
         };
         g.weights = weights;
+        if weights != DType::F32 {
+            // XLA CPU computes a gather of 16-bit floats in f32 by converting its whole
+            // operand first; inside a while loop that conversion of every expert table
+            // does not depend on the loop, so XLA hoists it and keeps all of them in f32
+            // (10.7 GB more for the 2.8B model, which then runs out of memory). One decode
+            // call per token converts only the rows it gathers.
+            g.mode = LoopMode::Host;
+        }
         Ok(g)
     }
 
