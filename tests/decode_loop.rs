@@ -12,31 +12,11 @@ use gptsan::generate::sampling::Strategy;
 use gptsan::generate::{GenerateOptions, Generation, Generator, LoopMode};
 use gptsan::model::checkpoint::{load_model_dir, read_safetensors};
 use gptsan::model::config::RoutingSemantics;
-use gptsan::model::inputs::{int_rows, HostBatch};
+use gptsan::model::inputs::HostBatch;
 use gptsan::model::params::param_specs;
 use gptsan::model::ModelConfig;
 use hlo::Literal;
 use std::collections::BTreeMap;
-
-fn batch_of(cases: &BTreeMap<String, Literal>, case: &str) -> HostBatch {
-    let ids = &cases[&format!("{case}/input.input_ids")];
-    let (b, t) = (ids.dims()[0] as usize, ids.dims()[1] as usize);
-    let get = |k: &str| {
-        cases
-            .get(&format!("{case}/input.{k}"))
-            .map(|l| int_rows(l, k).unwrap())
-    };
-    HostBatch {
-        batch: b,
-        len: t,
-        input_ids: int_rows(ids, "ids").unwrap(),
-        attention_mask: get("attention_mask").unwrap_or(vec![1; b * t]),
-        token_type_ids: get("token_type_ids").unwrap_or(vec![0; b * t]),
-        spout: cases
-            .get(&format!("{case}/input.spout"))
-            .map(|l| l.to_vec::<f32>().unwrap()),
-    }
-}
 
 fn opts(n: usize, strategy: Strategy, seed: u64, stop_at_eot: bool) -> GenerateOptions {
     GenerateOptions {
@@ -124,7 +104,7 @@ fn greedy_on_the_device_equals_the_host_loop() {
         let cfg = with_routing(&cfg, semantics);
         let mut g = Generator::new(device, &cfg, &params).unwrap();
         for case in ["gen", "gen_spout", "gen_prefix", "gen_batch_leftpad"] {
-            let batch = batch_of(&cases, case);
+            let batch = common::fixture_batch(&cases, case);
             let what = format!("{semantics:?} {case}");
             // 16 in chunks of 16; 13 in chunks of 5 (boundaries after 6 and 11 tokens).
             same_as_host(&mut g, &batch, &greedy(16, true), 16, &what);
@@ -147,7 +127,12 @@ fn greedy_on_the_device_matches_the_reference_generations() {
         let want: Vec<Vec<u32>> =
             serde_json::from_value(v["cases"][case]["cached_new_tokens"].clone()).unwrap();
         let out = g
-            .generate(&batch_of(&cases, case), &greedy(16, true), false, |_, _| {})
+            .generate(
+                &common::fixture_batch(&cases, case),
+                &greedy(16, true),
+                false,
+                |_, _| {},
+            )
             .unwrap();
         assert_eq!(out.tokens, want, "case {case}");
     }
@@ -160,7 +145,7 @@ fn greedy_on_the_device_matches_the_reference_generations() {
 fn rows_stop_at_eot_where_the_host_loop_stops_them() {
     let (cfg, params, cases) = fixture();
     let device = Device::shared().unwrap();
-    let batch = batch_of(&cases, "gen_batch_leftpad");
+    let batch = common::fixture_batch(&cases, "gen_batch_leftpad");
     let eot = cfg.vocab_size as u32 - 1;
     let mut exercised = false;
     for by in [2.0f32, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0] {
@@ -215,7 +200,7 @@ fn sampling_on_the_device_is_seeded_and_never_picks_sep_or_not() {
     // SEP and NOT made the likeliest ids by far: still never chosen.
     let params = biased(&cfg, &params, &[(sep, 30.0), (not, 30.0)]);
     let mut g = Generator::new(Device::shared().unwrap(), &cfg, &params).unwrap();
-    let batch = batch_of(&cases, "gen_batch_leftpad");
+    let batch = common::fixture_batch(&cases, "gen_batch_leftpad");
     let hot = Strategy::Sample {
         temperature: 2.0,
         top_k: 0,
@@ -248,7 +233,7 @@ fn sampling_with_one_candidate_is_greedy() {
     let mut g = Generator::new(Device::shared().unwrap(), &cfg, &params).unwrap();
     let device = LoopMode::Device { chunk: 5 };
     for case in ["gen_batch_leftpad", "gen_spout"] {
-        let batch = batch_of(&cases, case);
+        let batch = common::fixture_batch(&cases, case);
         let (want, _) = run(&mut g, LoopMode::Host, &batch, &greedy(12, true));
         for (k, p) in [(1, 1.0), (0, 1e-6), (3, 1e-6)] {
             let s = Strategy::Sample {

@@ -7,34 +7,13 @@ use gptsan::device::Device;
 use gptsan::generate::sampling::Strategy;
 use gptsan::generate::{GenerateOptions, Generator};
 use gptsan::model::checkpoint::{load_model_dir, read_safetensors};
-use gptsan::model::inputs::{int_rows, HostBatch};
+use gptsan::model::inputs::HostBatch;
 use hlo::Literal;
-use std::collections::BTreeMap;
 
 fn expected_tokens(case: &str) -> Vec<Vec<u32>> {
     let text = std::fs::read_to_string(common::hf_tiny().join("cases.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     serde_json::from_value(v["cases"][case]["cached_new_tokens"].clone()).unwrap()
-}
-
-fn batch_of(cases: &BTreeMap<String, Literal>, case: &str) -> HostBatch {
-    let ids = &cases[&format!("{case}/input.input_ids")];
-    let (b, t) = (ids.dims()[0] as usize, ids.dims()[1] as usize);
-    let get = |k: &str| {
-        cases
-            .get(&format!("{case}/input.{k}"))
-            .map(|l| int_rows(l, k).unwrap())
-    };
-    HostBatch {
-        batch: b,
-        len: t,
-        input_ids: int_rows(ids, "ids").unwrap(),
-        attention_mask: get("attention_mask").unwrap_or(vec![1; b * t]),
-        token_type_ids: get("token_type_ids").unwrap_or(vec![0; b * t]),
-        spout: cases
-            .get(&format!("{case}/input.spout"))
-            .map(|l| l.to_vec::<f32>().unwrap()),
-    }
 }
 
 fn greedy(n: usize) -> GenerateOptions {
@@ -53,7 +32,7 @@ fn greedy_generation_matches_the_reference_cache_semantics() {
     let device = Device::shared().unwrap();
     let mut g = Generator::new(device, &cfg, &params).unwrap();
     for case in ["gen", "gen_spout", "gen_prefix"] {
-        let batch = batch_of(&cases, case);
+        let batch = common::fixture_batch(&cases, case);
         let out = g.generate(&batch, &greedy(16), true, |_, _| {}).unwrap();
         assert_eq!(out.tokens, expected_tokens(case), "case {case}");
         // The logits of every step match too.
@@ -82,7 +61,7 @@ fn left_padded_rows_generate_what_they_generate_alone() {
     let cases = read_safetensors(&common::hf_tiny().join("cases.safetensors")).unwrap();
     let device = Device::shared().unwrap();
     let mut g = Generator::new(device, &cfg, &params).unwrap();
-    let batch = batch_of(&cases, "gen_batch_leftpad");
+    let batch = common::fixture_batch(&cases, "gen_batch_leftpad");
     let together = g.generate(&batch, &greedy(16), false, |_, _| {}).unwrap();
     for r in 0..batch.batch {
         let row = &batch.attention_mask[r * batch.len..(r + 1) * batch.len];
@@ -119,7 +98,7 @@ fn generation_on_a_model_sharded_mesh_equals_one_device() {
         let mesh = hlo::Mesh::new(&[("data", 1), ("model", model)]);
         let mut sharded = Generator::on_mesh(device, &cfg, &params, Some(mesh)).unwrap();
         for case in ["gen", "gen_spout", "gen_prefix", "gen_batch_leftpad"] {
-            let batch = batch_of(&cases, case);
+            let batch = common::fixture_batch(&cases, case);
             let want = single
                 .generate(&batch, &greedy(16), true, |_, _| {})
                 .unwrap();
@@ -164,7 +143,7 @@ fn bf16_weights_generate_as_f32_from_rounded_weights() {
     let mut exact = Generator::new(device, &cfg, &rounded).unwrap();
     let mut plain = Generator::new(device, &cfg, &params).unwrap();
     for case in ["gen", "gen_spout", "gen_prefix"] {
-        let batch = batch_of(&cases, case);
+        let batch = common::fixture_batch(&cases, case);
         let a = half.generate(&batch, &greedy(8), true, |_, _| {}).unwrap();
         let b = exact.generate(&batch, &greedy(8), true, |_, _| {}).unwrap();
         let c = plain.generate(&batch, &greedy(8), true, |_, _| {}).unwrap();

@@ -87,15 +87,7 @@ fn an_f16_overflow_skips_the_step_and_halves_the_scale() {
     let dir = tempfile::tempdir().unwrap();
     let config = overflowing_config(dir.path(), 1, 1);
     let out = dir.path().join("run");
-    let args = [
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ];
-    run_ok(&args);
+    train_with(&config, &out, &[]);
     assert_eq!(scales(&out), vec![(1e10, true)]);
     // The skipped step left every parameter bit for bit as it was drawn, and the
     // optimizer state at zero; the scale halved and the skip was counted.
@@ -124,15 +116,7 @@ fn the_f16_loss_scale_follows_the_rules_over_a_run() {
     let dir = tempfile::tempdir().unwrap();
     let config = overflowing_config(dir.path(), 40, 20);
     let out = dir.path().join("run");
-    let args = [
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ];
-    run_ok(&args);
+    train_with(&config, &out, &[]);
     let seen = scales(&out);
     assert_eq!(seen.len(), 40);
     // Replay the rules on the host: halve after a skip, double after 4 clean steps.
@@ -166,18 +150,23 @@ fn the_f16_loss_scale_follows_the_rules_over_a_run() {
     let again = dir.path().join("again");
     copy_tree(&out, &again);
     std::fs::remove_dir_all(again.join("checkpoints/step-0000040")).unwrap();
-    let args = [
+    train_with(&config, &again, &["--resume"]);
+    assert_eq!(scales(&again), seen);
+    assert_eq!(losses(&again), l);
+}
+
+/// `gptsan train --config C --out OUT --quiet` plus `extra`.
+fn train_with(config: &Path, out: &Path, extra: &[&str]) {
+    let mut args = vec![
         "train",
         "--config",
         config.to_str().unwrap(),
         "--out",
-        again.to_str().unwrap(),
-        "--resume",
+        out.to_str().unwrap(),
         "--quiet",
     ];
+    args.extend_from_slice(extra);
     run_ok(&args);
-    assert_eq!(scales(&again), seen);
-    assert_eq!(losses(&again), l);
 }
 
 /// Copies a file or a folder tree.

@@ -110,3 +110,28 @@ samples = 0
     }
     text
 }
+
+/// The inputs of fixture case `case` (`<case>/input.*` in `cases.safetensors`) as a batch.
+pub fn fixture_batch(
+    cases: &std::collections::BTreeMap<String, hlo::Literal>,
+    case: &str,
+) -> gptsan::model::inputs::HostBatch {
+    use gptsan::model::inputs::{int_rows, HostBatch};
+    let ids = &cases[&format!("{case}/input.input_ids")];
+    let (b, t) = (ids.dims()[0] as usize, ids.dims()[1] as usize);
+    let get = |k: &str| {
+        cases
+            .get(&format!("{case}/input.{k}"))
+            .map(|l| int_rows(l, k).unwrap())
+    };
+    HostBatch {
+        batch: b,
+        len: t,
+        input_ids: int_rows(ids, "ids").unwrap(),
+        attention_mask: get("attention_mask").unwrap_or(vec![1; b * t]),
+        token_type_ids: get("token_type_ids").unwrap_or(vec![0; b * t]),
+        spout: cases
+            .get(&format!("{case}/input.spout"))
+            .map(|l| l.to_vec::<f32>().unwrap()),
+    }
+}
