@@ -71,19 +71,7 @@ fn onehot_class_ids_from_a_csv_condition_the_trained_model() {
     std::fs::write(d.join("files.csv"), csv).unwrap();
     std::fs::write(d.join("cfg.toml"), CONFIG).unwrap();
     let data = d.join("data");
-    run_ok(&[
-        "data",
-        "prepare",
-        "--quiet",
-        "--mode",
-        "lm",
-        "--seq-len",
-        "16",
-        "--input",
-        s(&d.join("files.csv")),
-        "--out",
-        s(&data),
-    ]);
+    common::prepare_data("lm", 16, &d.join("files.csv"), &data, &[]);
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(data.join("manifest.json")).unwrap())
             .unwrap();

@@ -111,19 +111,7 @@ fn hybrid_training_fills_masks_far_better_than_chance() {
     std::fs::write(d.join("small.txt"), text).unwrap();
     std::fs::write(d.join("tiny.toml"), CONFIG).unwrap();
     let data = d.join("data");
-    run_ok(&[
-        "data",
-        "prepare",
-        "--quiet",
-        "--mode",
-        "hybrid",
-        "--seq-len",
-        "32",
-        "--input",
-        s(&d.join("small.txt")),
-        "--out",
-        s(&data),
-    ]);
+    common::prepare_data("hybrid", 32, &d.join("small.txt"), &data, &[]);
     let run = d.join("run");
     run_ok(&[
         "train",

@@ -21,20 +21,8 @@ fn wagahai(dir: &Path, n: usize) -> PathBuf {
 }
 
 fn prepare(text: &Path, out: &Path, vocab: Option<&Path>) {
-    let mut args = vec![
-        "data",
-        "prepare",
-        "--quiet",
-        "--mode",
-        "lm",
-        "--seq-len",
-        "32",
-    ];
-    if let Some(v) = vocab {
-        args.extend(["--vocab", s(v)]);
-    }
-    args.extend(["--input", s(text), "--out", s(out)]);
-    run_ok(&args);
+    let vocab_args = vocab.map(|v| vec!["--vocab", s(v)]).unwrap_or_default();
+    common::prepare_data("lm", 32, text, out, &vocab_args);
 }
 
 fn is_new_block(name: &str) -> bool {

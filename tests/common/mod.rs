@@ -135,3 +135,31 @@ pub fn fixture_batch(
             .map(|l| l.to_vec::<f32>().unwrap()),
     }
 }
+
+/// `gptsan data prepare --quiet --mode MODE --seq-len N [extra...] --input INPUT --out OUT`.
+pub fn prepare_data(
+    mode: &str,
+    seq_len: usize,
+    input: &std::path::Path,
+    out: &std::path::Path,
+    extra: &[&str],
+) {
+    let seq_len = seq_len.to_string();
+    let mut args = vec![
+        "data",
+        "prepare",
+        "--quiet",
+        "--mode",
+        mode,
+        "--seq-len",
+        &seq_len,
+    ];
+    args.extend_from_slice(extra);
+    args.extend([
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    run_ok(&args);
+}
