@@ -1,8 +1,7 @@
 //! Losses: the reference port's plain cross entropy, and the original's training loss
 //! (cross entropy + z-loss + load balancing).
 
-use super::gptsan::lm_head;
-use hlo::ir::GatherDims;
+use hlo::ir::{DotDims, GatherDims};
 use hlo::{DType, Tensor};
 
 /// Mean cross entropy over positions whose label is not -100, as PyTorch's
@@ -47,8 +46,25 @@ pub fn lm_head_cross_entropy(
     bias: &Tensor,
     labels: &Tensor,
 ) -> (Tensor, Tensor, Tensor) {
-    let b = logits.builder();
     let v = logits.dims()[logits.rank() - 1];
+    let n: i64 = labels.dims().iter().product();
+    let lse = logits.convert(DType::F32).reshape(&[n, v]).logsumexp(1);
+    let (loss, validf) = label_cross_entropy(&lse, h, wte, bias, labels);
+    (loss, lse, validf)
+}
+
+/// The cross entropy of a tied head given the per-token log-sum-exp of its logits
+/// (`lse [N]`): the label's logit is recomputed from `h`, `wte` and `bias` (see
+/// [`lm_head_cross_entropy`]). Returns (mean loss, valid mask `[N]` f32).
+fn label_cross_entropy(
+    lse: &Tensor,
+    h: &Tensor,
+    wte: &Tensor,
+    bias: &Tensor,
+    labels: &Tensor,
+) -> (Tensor, Tensor) {
+    let b = lse.builder();
+    let v = bias.dims()[1];
     let d = h.dims()[h.rank() - 1];
     let n: i64 = labels.dims().iter().product();
     let labels = labels.reshape(&[n]);
@@ -60,11 +76,30 @@ pub fn lm_head_cross_entropy(
         .mul(&rows)
         .reduce_sum(&[1])
         .add(&bias.reshape(&[v]).take_rows(&safe).convert(DType::F32));
-    let lse = logits.convert(DType::F32).reshape(&[n, v]).logsumexp(1);
     let validf = valid.convert(DType::F32);
     let count = validf.sum_all().max(&b.scalar(1.0, DType::F32));
     let loss = lse.sub(&picked).mul(&validf).sum_all().div(&count);
-    (loss, lse, validf)
+    (loss, validf)
+}
+
+/// Per-token log-sum-exp `[N]` (f32) of the tied head's logits, computed as `[V, N]`
+/// (`wte . h^T`): with d = 256 and V = 36,000 that orientation's forward and backward
+/// dots run at 200-230 GFLOP/s on the 2-core CPU against 130 for `[N, V]`'s forward.
+fn transposed_head_logsumexp(h: &Tensor, wte: &Tensor, bias: &Tensor) -> Tensor {
+    let d = h.dims()[h.rank() - 1];
+    let n = h.dims().iter().product::<i64>() / d;
+    let v = bias.dims()[1];
+    let logits_t = wte
+        .dot_general(
+            &h.reshape(&[n, d]),
+            DotDims {
+                lhs_contracting: vec![1],
+                rhs_contracting: vec![1],
+                ..Default::default()
+            },
+        )
+        .add(&bias.reshape(&[v, 1]).broadcast_to(&[v, n]));
+    logits_t.convert(DType::F32).logsumexp(0)
 }
 
 /// Cross entropy and z-loss of the tied LM head, as the train step minimises them.
@@ -102,8 +137,8 @@ pub fn chunked_head_loss(h: &Tensor, wte: &Tensor, bias: &Tensor, labels: &Tenso
         let end = (start + step).min(t);
         let h_c = h.slice_dim(1, start, end);
         let labels_c = labels.slice_dim(1, start, end);
-        let logits = lm_head(&h_c, wte, bias);
-        let (ce_c, lse, valid_c) = lm_head_cross_entropy(&logits, &h_c, wte, bias, &labels_c);
+        let lse = transposed_head_logsumexp(&h_c, wte, bias);
+        let (ce_c, valid_c) = label_cross_entropy(&lse, &h_c, wte, bias, &labels_c);
         // Back from the chunk's mean to its sum.
         let count_c = valid_c.sum_all().max(&b.scalar(1.0, f32));
         ce_sum = ce_sum.add(&ce_c.mul(&count_c));
@@ -127,6 +162,7 @@ pub fn z_loss(lse: &Tensor, valid: &Tensor) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::gptsan::lm_head;
     use hlo::{Builder, Literal, Shape};
 
     /// The tied-head cross entropy equals the plain one (loss, log-sum-exp) and so do
