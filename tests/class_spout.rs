@@ -14,6 +14,9 @@ fn s(p: &Path) -> &str {
 /// Both classes start every line with 今日 (the prompt); only the class says how it goes on.
 const CLASS_TEXT: [&str; 2] = ["今日は晴れです。", "今日は雨が降っています。"];
 
+/// 200 steps: at 120 the model had only just learnt where class 0's line starts (final
+/// cross entropy 0.12-0.13), and a change in the head's float summation order alone
+/// flipped its first greedy token; at 200 it is 0.04.
 const CONFIG: &str = r#"
 vocab_size = 8000
 context = 64
@@ -30,8 +33,8 @@ semantics = "original"
 [train]
 batch_size = 8
 seq_len = 16
-steps = 120
-checkpoint_every = 120
+steps = 200
+checkpoint_every = 200
 eval_fraction = 0.0
 samples = 0
 spout = "onehot"

@@ -1,6 +1,7 @@
 //! Losses: the reference port's plain cross entropy, and the original's training loss
 //! (cross entropy + z-loss + load balancing).
 
+use super::gptsan::{with_bias_column, with_ones_column};
 use hlo::ir::{DotDims, GatherDims};
 use hlo::{DType, Tensor};
 
@@ -83,22 +84,21 @@ fn label_cross_entropy(
 }
 
 /// Per-token log-sum-exp `[N]` (f32) of the tied head's logits, computed as `[V, N]`
-/// (`wte . h^T`): with d = 256 and V = 36,000 that orientation's forward and backward
-/// dots run at 200-230 GFLOP/s on the 2-core CPU against 130 for `[N, V]`'s forward.
-fn transposed_head_logsumexp(h: &Tensor, wte: &Tensor, bias: &Tensor) -> Tensor {
+/// (`[wte, bias] . [h, 1]^T`, see [`with_bias_column`]): with d = 256 and V = 36,000
+/// that orientation's forward and backward dots run at 200-230 GFLOP/s on the 2-core CPU
+/// against 130 for `[N, V]`'s forward, and the bias in the dot spares a pass over the
+/// logits for its add and another for its gradient.
+fn transposed_head_logsumexp(h: &Tensor, wte_bias: &Tensor) -> Tensor {
     let d = h.dims()[h.rank() - 1];
     let n = h.dims().iter().product::<i64>() / d;
-    let v = bias.dims()[1];
-    let logits_t = wte
-        .dot_general(
-            &h.reshape(&[n, d]),
-            DotDims {
-                lhs_contracting: vec![1],
-                rhs_contracting: vec![1],
-                ..Default::default()
-            },
-        )
-        .add(&bias.reshape(&[v, 1]).broadcast_to(&[v, n]));
+    let logits_t = wte_bias.dot_general(
+        &with_ones_column(&h.reshape(&[n, d])),
+        DotDims {
+            lhs_contracting: vec![1],
+            rhs_contracting: vec![1],
+            ..Default::default()
+        },
+    );
     logits_t.convert(DType::F32).logsumexp(0)
 }
 
@@ -132,12 +132,13 @@ pub fn chunked_head_loss(h: &Tensor, wte: &Tensor, bias: &Tensor, labels: &Tenso
     let count = valid.sum_all().max(&b.scalar(1.0, f32));
     let step = (HEAD_LOSS_CHUNK / rows).max(1);
     let (mut ce_sum, mut z_sum) = (b.scalar(0.0, f32), b.scalar(0.0, f32));
+    let wte_bias = with_bias_column(wte, bias);
     let mut start = 0;
     while start < t {
         let end = (start + step).min(t);
         let h_c = h.slice_dim(1, start, end);
         let labels_c = labels.slice_dim(1, start, end);
-        let lse = transposed_head_logsumexp(&h_c, wte, bias);
+        let lse = transposed_head_logsumexp(&h_c, &wte_bias);
         let (ce_c, valid_c) = label_cross_entropy(&lse, &h_c, wte, bias, &labels_c);
         // Back from the chunk's mean to its sum.
         let count_c = valid_c.sum_all().max(&b.scalar(1.0, f32));
