@@ -157,7 +157,7 @@ pub fn train_step_program(cfg: &ModelConfig, spec: &StepSpec) -> Result<Function
     } = loss_terms(cfg, spec, &params, &batch, &labels, jitter.as_ref());
 
     let grads = scaled_grads(&loss, &train_t, scaling.as_ref())?;
-    let (grads, grad_norm) = clip_by_global_norm(&grads, spec.clip_norm);
+    let (grads, grad_norm) = clip_by_global_norm(&grads, spec.clip_norm, spec.mesh.is_none());
     // With loss scaling the optimizer counts only the steps it took.
     let opt_step = match &scaling {
         Some(s) => step.sub(&s.skipped),
