@@ -1,5 +1,6 @@
-//! What an optimized program communicates: its collectives (kind, count, bytes), read from
-//! the `HloModuleProto` that [`crate::Executable::optimized_program`] returns.
+//! What an optimized program communicates (its collectives: kind, count, bytes) and what
+//! it is made of (every instruction's opcode and shape), read from the `HloModuleProto`
+//! that [`crate::Executable::optimized_program`] returns.
 //!
 //! Only the few proto fields needed are declared (numbers from `xla/service/hlo.proto` and
 //! `xla/xla_data.proto`); prost skips the rest.
@@ -28,18 +29,50 @@ const KINDS: [&str; 6] = [
     "collective-broadcast",
 ];
 
-/// The collectives of a serialized optimized program (`HloModuleProtoWithConfig`, as the
-/// CPU plugin returns it, or a bare `HloModuleProto`), by kind (sorted).
-pub fn collectives(optimized_program: &[u8]) -> Result<Vec<CollectiveStat>> {
+/// One instruction of an optimized program, in any of its computations (fused ones
+/// included): what tests read to check what XLA made of a program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstructionShape {
+    /// The HLO opcode (`dot`, `fusion`, `transpose`, `copy`, ...).
+    pub opcode: String,
+    /// The result's dimensions (empty for a tuple).
+    pub dims: Vec<i64>,
+}
+
+/// Every instruction of a serialized optimized program, with its result's dimensions.
+pub fn instructions(optimized_program: &[u8]) -> Result<Vec<InstructionShape>> {
+    let module = decode_module(optimized_program)?;
+    Ok(module
+        .computations
+        .iter()
+        .flat_map(|c| &c.instructions)
+        .map(|inst| InstructionShape {
+            opcode: inst.opcode.clone(),
+            dims: inst
+                .shape
+                .as_ref()
+                .map_or_else(Vec::new, |s| s.dimensions.clone()),
+        })
+        .collect())
+}
+
+/// A serialized optimized program: `HloModuleProtoWithConfig`, as the CPU plugin returns
+/// it, or a bare `HloModuleProto`.
+fn decode_module(optimized_program: &[u8]) -> Result<proto::HloModuleProto> {
     let wrapped = proto::HloModuleProtoWithConfig::decode(optimized_program)
         .ok()
         .and_then(|w| w.hlo_module)
         .filter(|m| !m.computations.is_empty());
-    let module = match wrapped {
-        Some(m) => m,
+    match wrapped {
+        Some(m) => Ok(m),
         None => proto::HloModuleProto::decode(optimized_program)
-            .map_err(|e| Error::invalid(format!("not an HloModuleProto: {e}")))?,
-    };
+            .map_err(|e| Error::invalid(format!("not an HloModuleProto: {e}"))),
+    }
+}
+
+/// The collectives of a serialized optimized program, by kind (sorted).
+pub fn collectives(optimized_program: &[u8]) -> Result<Vec<CollectiveStat>> {
+    let module = decode_module(optimized_program)?;
     let mut by_kind: BTreeMap<String, CollectiveStat> = BTreeMap::new();
     for inst in module.computations.iter().flat_map(|c| &c.instructions) {
         if inst.opcode.ends_with("-done") {

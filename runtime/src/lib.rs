@@ -11,7 +11,8 @@
 //! - [`options`]: compile options encoded as `xla.CompileOptionsProto`.
 //! - [`executable`]: compile, execute (single and multi-device, donation), serialize.
 //! - [`cache`]: the on-disk executable cache.
-//! - [`collectives`]: what an optimized program communicates (kind, count, bytes).
+//! - [`collectives`]: what an optimized program communicates (kind, count, bytes) and its
+//!   instructions' shapes.
 //! - [`backend`]: the small trait the model code uses.
 //! - [`watchdog`]: a clear stop instead of a hang when a collective never completes.
 
@@ -33,7 +34,7 @@ pub use backend::Backend;
 pub use buffer::Buffer;
 pub use cache::{CacheStatus, ExecutableCache};
 pub use client::{Client, ClientOptions, DeviceInfo, OptionValue};
-pub use collectives::{collectives, CollectiveStat};
+pub use collectives::{collectives, instructions, CollectiveStat, InstructionShape};
 pub use error::{Error, Result};
 pub use executable::{Executable, ExecuteOptions};
 pub use options::{CompileOptions, OptionOverride};
