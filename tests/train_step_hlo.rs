@@ -4,7 +4,7 @@
 
 use gptsan::device::Device;
 use gptsan::train::setup::load_configs;
-use gptsan::train::step::{train_step_program, LossKind, StepSpec};
+use gptsan::train::step::{train_step_program, StepSpec};
 use std::path::Path;
 
 #[test]
@@ -12,20 +12,7 @@ fn the_head_loss_keeps_no_full_logits_and_moves_none() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let (cfg, train) = load_configs(&root.join("configs/small.toml")).unwrap();
     let (batch, len) = (8, 256);
-    let spec = StepSpec {
-        batch,
-        len,
-        spout: false,
-        optimizer: train.optimizer.clone(),
-        loss: LossKind::Original,
-        clip_norm: 1.0,
-        decay_all: false,
-        training: true,
-        frozen: Vec::new(),
-        mesh: None,
-        compute: hlo::DType::F32,
-        loss_scale: train.loss_scale.clone(),
-    };
+    let spec = StepSpec::benchmark(batch, len, &train, hlo::DType::F32);
     let device = Device::shared().unwrap();
     let program = device
         .compile(&train_step_program(&cfg, &spec).unwrap())
@@ -34,7 +21,7 @@ fn the_head_loss_keeps_no_full_logits_and_moves_none() {
     let instructions = runtime::instructions(&optimized).unwrap();
 
     let v = cfg.vocab_size;
-    let tokens = (batch * len) as i64;
+    let tokens = batch * len;
     let elements = |dims: &[i64]| dims.iter().product::<i64>();
     let logits_sized: Vec<_> = instructions
         .iter()

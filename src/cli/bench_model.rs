@@ -12,7 +12,7 @@ use crate::model::programs::{forward_args, forward_program, ForwardShape, FORWAR
 use crate::model::ModelConfig;
 use crate::rng::Rng;
 use crate::train::run::{init_params, load_configs};
-use crate::train::step::{train_step_program, LossKind, StepSpec};
+use crate::train::step::{train_step_program, StepSpec};
 use anyhow::{Context, Result};
 use hlo::{DType, Literal, Shape};
 use std::path::PathBuf;
@@ -72,20 +72,7 @@ fn random_batch(vocab: i64, b: i64, t: i64, seed: u64) -> HostBatch {
 pub fn train(a: ModelArgs) -> Result<()> {
     let (cfg, tcfg) = load_configs(&a.config)?;
     let device = Device::open(a.plugin.as_deref(), None)?;
-    let spec = StepSpec {
-        batch: a.batch,
-        len: a.len,
-        spout: false,
-        optimizer: tcfg.optimizer.clone(),
-        loss: LossKind::Original,
-        clip_norm: 1.0,
-        decay_all: false,
-        training: true,
-        frozen: Vec::new(),
-        mesh: None,
-        compute: a.precision.training_compute()?,
-        loss_scale: tcfg.loss_scale.clone(),
-    };
+    let spec = StepSpec::benchmark(a.batch, a.len, &tcfg, a.precision.training_compute()?);
     let t0 = Instant::now();
     let program = device.compile(&train_step_program(&cfg, &spec)?)?;
     let compile = t0.elapsed().as_secs_f64();

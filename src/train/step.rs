@@ -11,6 +11,7 @@
 //! `loss`, `ce`, `z_loss`, `balance_loss`, `grad_norm` (and in f16 `loss_scale`, the
 //! scale this step used, and `skipped`, 1 when an overflow skipped it).
 
+use super::config::TrainConfig;
 use super::loss_scale::{keep_unless_clean, LossScale, LossScaleConfig};
 use super::optimizer::{clip_by_global_norm, OptimizerConfig};
 use crate::model::gptsan::{forward, Batch, Jitter, Params};
@@ -59,6 +60,25 @@ pub struct StepSpec {
 }
 
 impl StepSpec {
+    /// The step `gptsan bench train` times: one device, the original's loss, `train`'s
+    /// optimizer and loss scale, clipping at 1, every parameter trained.
+    pub fn benchmark(batch: i64, len: i64, train: &TrainConfig, compute: DType) -> StepSpec {
+        StepSpec {
+            batch,
+            len,
+            spout: false,
+            optimizer: train.optimizer.clone(),
+            loss: LossKind::Original,
+            clip_norm: 1.0,
+            decay_all: false,
+            training: true,
+            frozen: Vec::new(),
+            mesh: None,
+            compute,
+            loss_scale: train.loss_scale.clone(),
+        }
+    }
+
     /// Whether the step scales its loss (f16 compute).
     pub fn scales_loss(&self) -> bool {
         self.compute == DType::F16
