@@ -216,7 +216,18 @@ mod tests {
         let wte = b.parameter("wte", Shape::new(DType::F32, vec![v, d]));
         let bias = b.parameter("bias", Shape::new(DType::F32, vec![1, v]));
         let labels = b.parameter("labels", Shape::new(DType::S32, vec![2, n / 2]));
-        let logits = lm_head(&h, &wte, &bias);
+        // The reference head written out plainly (`lm_head` folds the bias into its dot
+        // for this many positions, as the chunked loss does).
+        let logits = h
+            .dot_general(
+                &wte,
+                DotDims {
+                    lhs_contracting: vec![2],
+                    rhs_contracting: vec![1],
+                    ..Default::default()
+                },
+            )
+            .add(&bias.reshape(&[v]));
         let (ce, lse, valid) = cross_entropy(&logits, &labels);
         let z = z_loss(&lse, &valid);
         let plain = ce.add(&z.mul_scalar(0.3));
