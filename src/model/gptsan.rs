@@ -14,7 +14,6 @@ use super::mask::prefix_lm_mask;
 use super::nn::{layer_norm, linear, linear_bias};
 use super::params::{block_prefix, ParamSpec};
 use super::switch_ffn::{switch_ffn, SwitchOutput, SwitchWeights};
-use hlo::ir::DotDims;
 use hlo::{Builder, DType, Shape, Tensor};
 use std::collections::HashMap;
 
@@ -334,18 +333,13 @@ const BIAS_IN_DOT_POSITIONS: i64 = 256;
 /// 256) and the widened embedding is one 37 MB copy. Few positions (decode steps) keep
 /// the plain add, which is cheaper than that copy.
 pub fn lm_head(h: &Tensor, wte: &Tensor, bias: &Tensor) -> Tensor {
-    let last = h.rank() as i64 - 1;
-    let v = bias.dims()[1];
-    let positions = h.dims().iter().product::<i64>() / h.dims()[last as usize];
-    let dims = DotDims {
-        lhs_contracting: vec![last],
-        rhs_contracting: vec![1],
-        ..Default::default()
-    };
+    let d = h.dims()[h.rank() - 1];
+    let positions = h.dims().iter().product::<i64>() / d;
     if positions < BIAS_IN_DOT_POSITIONS {
-        return h.dot_general(wte, dims).add(&bias.reshape(&[v]));
+        let v = bias.dims()[1];
+        return linear(h, wte).add(&bias.reshape(&[v]));
     }
-    with_ones_column(h).dot_general(&with_bias_column(wte, bias), dims)
+    linear(&with_ones_column(h), &with_bias_column(wte, bias))
 }
 
 /// `[h, 1]`: `h [.., d]` with a column of ones appended, to meet [`with_bias_column`].

@@ -2,7 +2,8 @@
 //! (cross entropy + z-loss + load balancing).
 
 use super::gptsan::{with_bias_column, with_ones_column};
-use hlo::ir::{DotDims, GatherDims};
+use super::nn::linear;
+use hlo::ir::GatherDims;
 use hlo::{DType, Tensor};
 
 /// Mean cross entropy over positions whose label is not -100, as PyTorch's
@@ -91,14 +92,7 @@ fn label_cross_entropy(
 fn transposed_head_logsumexp(h: &Tensor, wte_bias: &Tensor) -> Tensor {
     let d = h.dims()[h.rank() - 1];
     let n = h.dims().iter().product::<i64>() / d;
-    let logits_t = wte_bias.dot_general(
-        &with_ones_column(&h.reshape(&[n, d])),
-        DotDims {
-            lhs_contracting: vec![1],
-            rhs_contracting: vec![1],
-            ..Default::default()
-        },
-    );
+    let logits_t = linear(wte_bias, &with_ones_column(&h.reshape(&[n, d])));
     logits_t.convert(DType::F32).logsumexp(0)
 }
 
@@ -218,16 +212,7 @@ mod tests {
         let labels = b.parameter("labels", Shape::new(DType::S32, vec![2, n / 2]));
         // The reference head written out plainly (`lm_head` folds the bias into its dot
         // for this many positions, as the chunked loss does).
-        let logits = h
-            .dot_general(
-                &wte,
-                DotDims {
-                    lhs_contracting: vec![2],
-                    rhs_contracting: vec![1],
-                    ..Default::default()
-                },
-            )
-            .add(&bias.reshape(&[v]));
+        let logits = linear(&h, &wte).add(&bias.reshape(&[v]));
         let (ce, lse, valid) = cross_entropy(&logits, &labels);
         let z = z_loss(&lse, &valid);
         let plain = ce.add(&z.mul_scalar(0.3));
