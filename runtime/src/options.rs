@@ -28,6 +28,18 @@ pub struct CompileOptions {
     pub env_option_overrides: BTreeMap<String, OptionOverride>,
 }
 
+/// Whether this machine's CPU has AVX-512 (foundation instructions).
+fn host_has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// The value of one `env_option_overrides` entry.
 #[derive(Clone, Debug, PartialEq)]
 pub enum OptionOverride {
@@ -71,8 +83,18 @@ impl CompileOptions {
     /// on 2 cores with model=2). The plugin's own collective timeout is raised so that our
     /// watchdog ([`crate::watchdog`]) reports a stuck collective before the plugin aborts.
     /// Single-device programs have no collectives and keep XNNPACK.
+    ///
+    /// On CPUs with AVX-512, XLA's own kernels are asked for 512-bit vectors (LLVM's
+    /// default prefers 256). Measured 2026-12-01 on `small`, three alternating runs each:
+    /// the forward pass at 4x512 went from 5,765-6,031 to 6,147-6,229 tokens/s (mean
+    /// step 0.370 -> 0.352 s); the train step, generation and compile time did not move.
     pub fn for_platform(&self, platform: &str) -> CompileOptions {
         let mut o = self.clone();
+        if platform.eq_ignore_ascii_case("cpu") && host_has_avx512() {
+            o.env_option_overrides
+                .entry("xla_cpu_prefer_vector_width".to_string())
+                .or_insert(OptionOverride::Int(512));
+        }
         if platform.eq_ignore_ascii_case("cpu") && self.device_count() > 1 {
             for (name, value) in [
                 ("xla_cpu_use_xnnpack", OptionOverride::Bool(false)),
@@ -238,7 +260,9 @@ mod tests {
     #[test]
     fn multi_device_cpu_programs_compile_without_xnnpack() {
         let single = CompileOptions::default().for_platform("cpu");
-        assert!(single.env_option_overrides.is_empty());
+        assert!(!single
+            .env_option_overrides
+            .contains_key("xla_cpu_use_xnnpack"));
         let spmd = CompileOptions::spmd(2).for_platform("cpu");
         assert_eq!(
             spmd.env_option_overrides.get("xla_cpu_use_xnnpack"),
@@ -291,5 +315,20 @@ mod tests {
             ..CompileOptions::spmd(4)
         };
         assert!(bad.encode().is_err());
+    }
+
+    #[test]
+    fn avx512_hosts_ask_for_512_bit_vectors_on_cpu_only() {
+        let cpu = CompileOptions::default().for_platform("cpu");
+        let width = cpu.env_option_overrides.get("xla_cpu_prefer_vector_width");
+        if host_has_avx512() {
+            assert_eq!(width, Some(&OptionOverride::Int(512)));
+        } else {
+            assert_eq!(width, None);
+        }
+        assert!(CompileOptions::default()
+            .for_platform("cuda")
+            .env_option_overrides
+            .is_empty());
     }
 }
