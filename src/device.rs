@@ -58,6 +58,12 @@ impl Device {
         self.client.describe()
     }
 
+    /// Programs this device's client has loaded from the executable cache so far (0
+    /// without a cache).
+    pub fn cache_hits(&self) -> u64 {
+        self.client.cache().map_or(0, |c| c.hits())
+    }
+
     /// Emits (Shardy annotations) and compiles `f` for one device, or for its mesh.
     pub fn compile(&self, f: &Function) -> Result<Program> {
         self.compile_with(f, &EmitOptions::default())

@@ -2,7 +2,7 @@
 //! compile times (SPEC section 9). Random weights and random token ids: speed does not
 //! depend on the values.
 
-use crate::device::Device;
+use crate::device::{Device, Program};
 use crate::generate::sampling::Strategy;
 use crate::generate::{GenerateOptions, Generator, LoopMode};
 use crate::model::inputs::HostBatch;
@@ -73,9 +73,7 @@ pub fn train(a: ModelArgs) -> Result<()> {
     let (cfg, tcfg) = load_configs(&a.config)?;
     let device = Device::open(a.plugin.as_deref(), None)?;
     let spec = StepSpec::benchmark(a.batch, a.len, &tcfg, a.precision.training_compute()?);
-    let t0 = Instant::now();
-    let program = device.compile(&train_step_program(&cfg, &spec)?)?;
-    let compile = t0.elapsed().as_secs_f64();
+    let (program, compile) = compile_timed(&device, &train_step_program(&cfg, &spec)?)?;
     let specs = param_specs(&cfg);
     let mut args: Vec<Literal> = init_params(&specs, 1);
     for s in &specs {
@@ -116,7 +114,7 @@ pub fn train(a: ModelArgs) -> Result<()> {
         bufs[rng_arg] = outs.next().context("the train step returned no rng")?;
     }
     let what = format!("train step ({})", a.precision.name());
-    report(&what, compile, &times[1..], (a.batch * a.len) as f64);
+    report(&what, &compile, &times[1..], (a.batch * a.len) as f64);
     Ok(())
 }
 
@@ -125,7 +123,6 @@ pub fn forward(a: ModelArgs) -> Result<()> {
     f32_only(&a, "forward")?;
     let (cfg, _) = load_configs(&a.config)?;
     let device = Device::open(a.plugin.as_deref(), None)?;
-    let t0 = Instant::now();
     let shape = ForwardShape {
         batch: a.batch,
         len: a.len,
@@ -134,8 +131,7 @@ pub fn forward(a: ModelArgs) -> Result<()> {
         loss: false,
         weights: hlo::DType::F32,
     };
-    let program = device.compile(&forward_program(&cfg, shape)?)?;
-    let compile = t0.elapsed().as_secs_f64();
+    let (program, compile) = compile_timed(&device, &forward_program(&cfg, shape)?)?;
     let params = init_params(&param_specs(&cfg), 1);
     let batch = random_batch(cfg.vocab_size, a.batch, a.len, 7);
     let positions: Vec<i32> = (0..a.batch).flat_map(|_| 0..a.len as i32).collect();
@@ -161,7 +157,7 @@ pub fn forward(a: ModelArgs) -> Result<()> {
         }
         times.push(t.elapsed().as_secs_f64());
     }
-    report("forward", compile, &times[1..], (a.batch * a.len) as f64);
+    report("forward", &compile, &times[1..], (a.batch * a.len) as f64);
     Ok(())
 }
 
@@ -299,10 +295,25 @@ pub fn generate(a: ModelArgs) -> Result<()> {
     Ok(())
 }
 
-fn report(what: &str, compile: f64, times: &[f64], tokens: f64) {
+/// Compiles `f`, and says how long that took and whether the executable cache served it
+/// (a cached start and a compile differ by ten times; the figures mean different things).
+fn compile_timed(device: &Device, f: &hlo::Function) -> Result<(Program, String)> {
+    let hits = device.cache_hits();
+    let t0 = Instant::now();
+    let program = device.compile(f)?;
+    let seconds = t0.elapsed().as_secs_f64();
+    let from_cache = if device.cache_hits() > hits {
+        " (loaded from the executable cache)"
+    } else {
+        ""
+    };
+    Ok((program, format!("{seconds:.2} s{from_cache}")))
+}
+
+fn report(what: &str, compile: &str, times: &[f64], tokens: f64) {
     let best = times.iter().cloned().fold(f64::INFINITY, f64::min);
     let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
-    println!("{what}: compile {compile:.2} s");
+    println!("{what}: compile {compile}");
     println!(
         "  best {:.3} s, mean {:.3} s over {} runs: {:.0} tokens/s (best)",
         best,
