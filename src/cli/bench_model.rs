@@ -231,8 +231,8 @@ fn peak_memory() -> Option<f64> {
 
 /// Times greedy generation with the KV cache: `--len` prompt tokens, `--repeat` new ones,
 /// on the path `gptsan generate` takes (the device loop; `--host-loop` for the host's);
-/// the fastest of `--runs` generations is reported. The device loop streams a chunk of tokens at a time, so a per-token time is a
-/// window's time over its tokens.
+/// the fastest of `--runs` generations is reported. The device loop streams a chunk of
+/// tokens at a time, so a per-token time is a window's time over its tokens.
 pub fn generate(a: ModelArgs) -> Result<()> {
     let (cfg, _) = load_configs(&a.config)?;
     let device = Device::open(a.plugin.as_deref(), None)?;

@@ -153,21 +153,19 @@ pub fn train_step_program(cfg: &ModelConfig, spec: &StepSpec) -> Result<Function
     // Router jitter: x * U(1-j, 1+j), one draw for all switch layers (XLA expands each
     // draw into its own threefry computation: one draw instead of one per layer took the
     // optimized `small` train step from 9,593 to 9,027 instructions).
-    let mut rng_state = rng.clone();
-    let jitter = if spec.training && cfg.router.jitter > 0.0 {
-        let layers = cfg.num_switch_layers;
+    let layers = cfg.num_switch_layers;
+    let (rng_state, jitter) = if spec.training && cfg.router.jitter > 0.0 && layers > 0 {
         let dims = [layers, spec.batch, spec.len, cfg.d_model];
-        let (st, u) = b.uniform(
-            &rng_state,
+        let (state, u) = b.uniform(
+            &rng,
             &dims,
             1.0 - cfg.router.jitter,
             1.0 + cfg.router.jitter,
         );
-        rng_state = st;
         let per_layer = |l: i64| u.slice_dim(0, l, l + 1).reshape(&dims[1..]);
-        Some((0..layers).map(per_layer).collect::<Vec<_>>())
+        (state, Some((0..layers).map(per_layer).collect::<Vec<_>>()))
     } else {
-        None
+        (rng.clone(), None)
     };
     let LossTerms {
         loss,
