@@ -15,6 +15,17 @@ use hlo::{to_stablehlo, Builder, DType, EmitOptions, Literal, Shape};
 use runtime::{plugin, Client, ClientOptions, CompileOptions, PluginKind, PluginRequest};
 use std::time::Instant;
 
+/// The allocator and options of the `gptsan` binary (see its `main.rs`): a large output is
+/// reused from run to run instead of faulted in afresh, so its page faults are not timed.
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[cfg(target_os = "linux")]
+#[used]
+#[export_name = "malloc_conf"]
+static MALLOC_CONF: &u8 = &b"oversize_threshold:0,dirty_decay_ms:-1,muzzy_decay_ms:-1\0"[0];
+
 struct Case {
     m: i64,
     k: i64,
