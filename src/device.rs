@@ -58,6 +58,13 @@ impl Device {
         self.client.describe()
     }
 
+    /// For token-by-token decoding: on the CPU plugin, keeps the cores awake while the
+    /// returned guard lives ([`runtime::cores_awake`]: XLA's small parallel kernels
+    /// otherwise wait for a halted core to wake up). None on other plugins.
+    pub fn keep_cores_awake(&self) -> Option<runtime::CoresAwake> {
+        (self.client.platform_name() == "cpu").then(runtime::CoresAwake::start)
+    }
+
     /// Programs this device's client has loaded from the executable cache so far (0
     /// without a cache).
     pub fn cache_hits(&self) -> u64 {

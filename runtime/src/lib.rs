@@ -15,6 +15,8 @@
 //!   instructions' shapes.
 //! - [`backend`]: the small trait the model code uses.
 //! - [`watchdog`]: a clear stop instead of a hang when a collective never completes.
+//! - [`cores_awake`]: idle-priority spinning that keeps the CPU's cores awake while
+//!   decoding token by token.
 
 mod api;
 pub mod backend;
@@ -22,6 +24,7 @@ pub mod buffer;
 pub mod cache;
 pub mod client;
 pub mod collectives;
+pub mod cores_awake;
 pub mod error;
 pub mod executable;
 pub mod ffi;
@@ -35,6 +38,7 @@ pub use buffer::Buffer;
 pub use cache::{CacheStatus, ExecutableCache};
 pub use client::{Client, ClientOptions, DeviceInfo, OptionValue};
 pub use collectives::{collectives, instructions, CollectiveStat, InstructionShape};
+pub use cores_awake::CoresAwake;
 pub use error::{Error, Result};
 pub use executable::{Executable, ExecuteOptions};
 pub use options::{CompileOptions, OptionOverride};

@@ -352,6 +352,7 @@ impl<'d> Generator<'d> {
         keep_logits: bool,
         mut on_token: impl FnMut(usize, u32),
     ) -> Result<Generation> {
+        let _awake = self.device.keep_cores_awake();
         match self.mode {
             LoopMode::Device { chunk } if !keep_logits && self.mesh.is_none() => {
                 self.generate_on_device(batch, opts, chunk, &mut on_token)

@@ -234,13 +234,21 @@ impl<'d> Engine<'d> {
         Ok(engine)
     }
 
-    /// Serves jobs until the channel closes and every row is done.
+    /// Serves jobs until the channel closes and every row is done. The cores are kept
+    /// awake while rows decode, and left to idle while the engine waits for work.
     fn run(mut self, jobs: &Receiver<Work>) -> Result<()> {
+        let mut awake = None;
         loop {
+            if self.count_active() == 0 {
+                awake = None;
+            }
             if !self.admit(jobs) {
                 return Ok(());
             }
             if self.count_active() > 0 {
+                if awake.is_none() {
+                    awake = self.device.keep_cores_awake();
+                }
                 if let Err(e) = self.step() {
                     self.fail_all(&format!("decoding failed: {e:#}"));
                     self.reset_cache()?;
