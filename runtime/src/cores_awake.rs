@@ -1,18 +1,19 @@
-//! Keeping the CPU's cores out of their idle state while a latency-bound loop runs
-//! (decoding one token at a time on the CPU plugin).
+//! Keeping the CPU's cores out of their idle state while the model runs (training steps,
+//! forward passes, token-by-token decoding on the CPU plugin).
 //!
-//! Why: XLA CPU splits many small kernels of a decode step in two and hands one half to a
-//! thread of its pool. Between kernels that thread sleeps again after a short spin, and on
-//! a virtual machine an idle core halts; waking it takes about as long as the half kernel
-//! it was woken for, so the caller mostly ends up doing both halves and pays the wake-up
-//! on top. OpenMP runtimes (the one under PyTorch among them) avoid this by spinning for a
-//! while after every parallel region (`OMP_WAIT_POLICY=active`). Here one thread per core
-//! spins at `SCHED_IDLE` priority while a [`CoresAwake`] guard lives: any other runnable
-//! thread preempts such a thread at once, so it takes no time from real work, but the
-//! cores never halt. Greedy decoding of `small` was 6-10% faster with it (README,
-//! Benchmarks).
+//! Why: XLA CPU splits kernels into parts and hands parts to the threads of its pool.
+//! Between kernels those threads sleep again after a short spin, and on a virtual machine
+//! an idle core halts; waking it can take as long as the part it was woken for, so the
+//! caller often does every part itself and pays the wake-up on top (decoding's many small
+//! kernels suffer most). OpenMP runtimes, the one under PyTorch among them, avoid this by
+//! spinning for a while after every parallel region (`OMP_WAIT_POLICY=active`). Here one
+//! thread per core spins at `SCHED_IDLE` priority while a [`CoresAwake`] guard lives: any
+//! other runnable thread preempts such a thread at once, so it takes no time from real
+//! work, but the cores never halt. Measured on `small` (README, Benchmarks): greedy
+//! decoding 3-20% faster, the train step about 4%, the forward pass a few percent.
 //!
-//! `GPTSAN_WAIT_POLICY=passive` turns it off. Off Linux it does nothing.
+//! Not started when `GPTSAN_WAIT_POLICY=passive`, off Linux, or when the process's cgroup
+//! limits its CPU time (spinning would spend the quota that real work needs).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -33,7 +34,12 @@ impl CoresAwake {
     /// Starts the spinning threads, unless `GPTSAN_WAIT_POLICY=passive`.
     pub fn start() -> CoresAwake {
         let policy = std::env::var(WAIT_POLICY_VAR).ok();
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = if cpu_time_is_limited() {
+            tracing::debug!("the cgroup limits CPU time: cores are not kept awake");
+            0
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        };
         Self::with_threads(spinner_count(policy.as_deref(), cores))
     }
 
@@ -79,7 +85,7 @@ impl Drop for CoresAwake {
 
 /// Threads to start for `policy` (the variable's value) on `cores` cores: none for
 /// `passive` or off Linux, one per core otherwise. A value other than `active` or
-/// `passive` is reported and treated as `active`, OpenMP's default for this setting.
+/// `passive` is reported and treated as `active`, the default.
 fn spinner_count(policy: Option<&str>, cores: usize) -> usize {
     let passive = match policy.map(str::trim) {
         None | Some("") => false,
@@ -95,6 +101,43 @@ fn spinner_count(policy: Option<&str>, cores: usize) -> usize {
     } else {
         cores
     }
+}
+
+/// Whether this process's cgroup caps its CPU time: cgroup v2's `cpu.max` (of the
+/// process's own cgroup, or of the namespace root a container sees) other than `max`, or
+/// v1's `cpu.cfs_quota_us` other than -1.
+fn cpu_time_is_limited() -> bool {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let own = read("/proc/self/cgroup")
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+        })
+        .map(|path| format!("/sys/fs/cgroup{}/cpu.max", path.trim_end_matches('/')));
+    let v2 = own
+        .iter()
+        .map(String::as_str)
+        .chain(["/sys/fs/cgroup/cpu.max"])
+        .filter_map(read)
+        .any(|t| cpu_max_is_a_quota(&t));
+    let v1 = [
+        "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+        "/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us",
+    ]
+    .into_iter()
+    .filter_map(read)
+    .any(|t| cfs_quota_is_a_quota(&t));
+    v2 || v1
+}
+
+/// cgroup v2 `cpu.max` holds `$MAX $PERIOD`; `max` means no limit.
+fn cpu_max_is_a_quota(text: &str) -> bool {
+    text.split_whitespace().next().is_some_and(|m| m != "max")
+}
+
+/// cgroup v1 `cpu.cfs_quota_us`: -1 means no limit.
+fn cfs_quota_is_a_quota(text: &str) -> bool {
+    text.trim().parse::<i64>().is_ok_and(|q| q > 0)
 }
 
 /// The body of one thread: lowers itself to `SCHED_IDLE`, then spins until `stop`.
@@ -161,6 +204,16 @@ mod tests {
         .join()
         .unwrap();
         assert_eq!(policy, libc::SCHED_IDLE);
+    }
+
+    #[test]
+    fn a_cgroup_cpu_quota_is_recognised_in_both_versions() {
+        assert!(!cpu_max_is_a_quota("max 100000\n"));
+        assert!(cpu_max_is_a_quota("200000 100000\n"));
+        assert!(!cpu_max_is_a_quota(""));
+        assert!(!cfs_quota_is_a_quota("-1\n"));
+        assert!(cfs_quota_is_a_quota("150000\n"));
+        assert!(!cfs_quota_is_a_quota("garbage"));
     }
 
     #[test]

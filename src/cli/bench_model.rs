@@ -102,6 +102,7 @@ pub fn train(a: ModelArgs) -> Result<()> {
     // the step's outputs (new parameters and state first, then the rng).
     let n_state = args.len() - 3 - FORWARD_INPUTS.len();
     let rng_arg = n_state + 2;
+    let _awake = device.keep_cores_awake(); // as `gptsan train`, `forward` and `generate` do
     let mut times = Vec::new();
     for _ in 0..a.repeat + 1 {
         let refs: Vec<&runtime::Buffer> = bufs.iter().collect();
@@ -149,6 +150,7 @@ pub fn forward(a: ModelArgs) -> Result<()> {
         .iter()
         .map(|l| device.upload(l, 0))
         .collect::<Result<_>>()?;
+    let _awake = device.keep_cores_awake(); // as `gptsan train`, `forward` and `generate` do
     let mut times = Vec::new();
     for _ in 0..a.repeat + 1 {
         let refs: Vec<&runtime::Buffer> = bufs.iter().collect();

@@ -113,6 +113,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let program = device.compile(&f)?;
     let positions = batch.positions(cfg.context, PositionRule::Reference);
+    let _awake = device.keep_cores_awake();
     let out = program.run_literals(&forward_args(&params, &batch, &positions, &labels)?)?;
 
     let mut named: Vec<(String, Literal)> = Vec::new();

@@ -244,6 +244,11 @@ impl<'d> Generator<'d> {
     }
 
     /// How the weights are kept on the device (programs over them must declare this).
+    /// The device the weights and programs live on.
+    pub fn device(&self) -> &'d Device {
+        self.device
+    }
+
     pub fn weights(&self) -> DType {
         self.weights
     }

@@ -102,6 +102,7 @@ impl<'d> Runner<'d> {
             .collect::<Result<_>>()?;
         let mut refs: Vec<&Buffer> = self.params.iter().collect();
         refs.extend(uploaded.iter());
+        let _awake = self.device.keep_cores_awake();
         let mut out = self.programs[&key].run(&refs)?;
         out.pop()
             .ok_or_else(|| anyhow!("the {what:?} program returned nothing"))?

@@ -65,6 +65,7 @@ pub struct Forwards {
 impl Forwards {
     /// Answers `job` (a client that has gone is ignored).
     pub fn run(&mut self, gen: &Generator, cfg: &ModelConfig, job: ForwardJob) {
+        let _awake = gen.device().keep_cores_awake();
         let answer = match job.task {
             Task::Inspect { ids, types } => self.routing(gen, cfg, ids, types).map(Answer::Routing),
             Task::FillMask { ids } => self.fill(gen, cfg, ids).map(Answer::Filled),

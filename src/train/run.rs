@@ -124,6 +124,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         tstate.cursor,
     );
     let mut all_metrics = Vec::new();
+    let _awake = device.keep_cores_awake();
     while tstate.step < train.steps {
         let step = tstate.step + 1;
         let t0 = Instant::now();
