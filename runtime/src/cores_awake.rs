@@ -9,8 +9,9 @@
 //! spinning for a while after every parallel region (`OMP_WAIT_POLICY=active`). Here one
 //! thread per core spins at `SCHED_IDLE` priority while a [`CoresAwake`] guard lives: any
 //! other runnable thread preempts such a thread at once, so it takes no time from real
-//! work, but the cores never halt. Measured on `small` (README, Benchmarks): greedy
-//! decoding 3-20% faster, the train step about 4%, the forward pass a few percent.
+//! work, but the cores never halt. Measured on `small` in six alternating pairs of runs
+//! each (README, Runtime): greedy decoding about 4% faster (every pair, both routings),
+//! the forward pass about 4% (five pairs of six), the train step within the noise.
 //!
 //! Not started when `GPTSAN_WAIT_POLICY=passive`, off Linux, or when the process's cgroup
 //! limits its CPU time (spinning would spend the quota that real work needs).
