@@ -65,6 +65,15 @@ impl Device {
         (self.client.platform_name() == "cpu").then(runtime::CoresAwake::start)
     }
 
+    /// What [`Device::keep_cores_awake`] does here, in words (for benchmark reports).
+    pub fn wait_policy(&self) -> String {
+        if self.client.platform_name() == "cpu" {
+            runtime::WaitPolicy::of_this_process().describe()
+        } else {
+            format!("not used on {}", self.client.platform_name())
+        }
+    }
+
     /// Programs this device's client has loaded from the executable cache so far (0
     /// without a cache).
     pub fn cache_hits(&self) -> u64 {

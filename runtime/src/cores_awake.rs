@@ -34,14 +34,7 @@ pub struct CoresAwake {
 impl CoresAwake {
     /// Starts the spinning threads, unless `GPTSAN_WAIT_POLICY=passive`.
     pub fn start() -> CoresAwake {
-        let policy = std::env::var(WAIT_POLICY_VAR).ok();
-        let cores = if cpu_time_is_limited() {
-            tracing::debug!("the cgroup limits CPU time: cores are not kept awake");
-            0
-        } else {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        };
-        Self::with_threads(spinner_count(policy.as_deref(), cores))
+        Self::with_threads(WaitPolicy::of_this_process().spinners())
     }
 
     fn with_threads(count: usize) -> CoresAwake {
@@ -84,23 +77,77 @@ impl Drop for CoresAwake {
     }
 }
 
-/// Threads to start for `policy` (the variable's value) on `cores` cores: none for
-/// `passive` or off Linux, one per core otherwise. A value other than `active` or
-/// `passive` is reported and treated as `active`, the default.
-fn spinner_count(policy: Option<&str>, cores: usize) -> usize {
-    let passive = match policy.map(str::trim) {
-        None | Some("") => false,
-        Some(p) if p.eq_ignore_ascii_case("passive") => true,
-        Some(p) if p.eq_ignore_ascii_case("active") => false,
-        Some(p) => {
-            tracing::warn!("{WAIT_POLICY_VAR}={p:?} is neither active nor passive; using active");
-            false
+/// What [`CoresAwake::start`] does in this process, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitPolicy {
+    /// One spinning thread per core.
+    Active { cores: usize },
+    /// `GPTSAN_WAIT_POLICY=passive`.
+    Passive,
+    /// The cgroup caps the process's CPU time.
+    CpuQuota,
+    /// Not Linux (no `SCHED_IDLE`).
+    Unsupported,
+}
+
+impl WaitPolicy {
+    /// The policy from the environment, the cgroup and the cores this process may use.
+    pub fn of_this_process() -> WaitPolicy {
+        let var = std::env::var(WAIT_POLICY_VAR).ok();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::decide(
+            var.as_deref(),
+            cfg!(target_os = "linux"),
+            cpu_time_is_limited,
+            cores,
+        )
+    }
+
+    /// `var` is the variable's value; a value other than `active` or `passive` is
+    /// reported and treated as `active`, the default. The cgroup is read only when needed.
+    fn decide(
+        var: Option<&str>,
+        linux: bool,
+        quota: impl FnOnce() -> bool,
+        cores: usize,
+    ) -> WaitPolicy {
+        match var.map(str::trim) {
+            Some(p) if p.eq_ignore_ascii_case("passive") => return WaitPolicy::Passive,
+            None | Some("") => {}
+            Some(p) if p.eq_ignore_ascii_case("active") => {}
+            Some(p) => {
+                tracing::warn!(
+                    "{WAIT_POLICY_VAR}={p:?} is neither active nor passive; using active"
+                )
+            }
         }
-    };
-    if passive || !cfg!(target_os = "linux") {
-        0
-    } else {
-        cores
+        if !linux {
+            WaitPolicy::Unsupported
+        } else if quota() {
+            WaitPolicy::CpuQuota
+        } else {
+            WaitPolicy::Active { cores }
+        }
+    }
+
+    fn spinners(self) -> usize {
+        match self {
+            WaitPolicy::Active { cores } => cores,
+            _ => 0,
+        }
+    }
+
+    /// In words, for reports such as `gptsan bench`'s.
+    pub fn describe(self) -> String {
+        match self {
+            WaitPolicy::Active { cores } => format!(
+                "active ({cores} idle-priority threads keep the cores awake; \
+                 {WAIT_POLICY_VAR}=passive turns them off)"
+            ),
+            WaitPolicy::Passive => format!("passive ({WAIT_POLICY_VAR}=passive)"),
+            WaitPolicy::CpuQuota => "passive (the cgroup caps this process's CPU time)".into(),
+            WaitPolicy::Unsupported => "passive (spinning at idle priority needs Linux)".into(),
+        }
     }
 }
 
@@ -218,12 +265,23 @@ mod tests {
     }
 
     #[test]
-    fn the_passive_policy_starts_no_thread_and_the_active_one_one_per_core() {
-        assert_eq!(spinner_count(Some("passive"), 2), 0);
-        assert_eq!(spinner_count(Some(" PASSIVE "), 2), 0);
-        assert_eq!(spinner_count(Some("active"), 2), 2);
-        assert_eq!(spinner_count(None, 3), 3);
-        assert_eq!(spinner_count(Some("sometimes"), 2), 2);
+    fn the_policy_follows_the_variable_the_platform_and_the_cgroup() {
+        let decide = |var, linux, quota: bool| WaitPolicy::decide(var, linux, || quota, 2);
+        assert_eq!(decide(Some("passive"), true, false), WaitPolicy::Passive);
+        assert_eq!(decide(Some(" PASSIVE "), true, false), WaitPolicy::Passive);
+        assert_eq!(
+            decide(Some("active"), true, false),
+            WaitPolicy::Active { cores: 2 }
+        );
+        assert_eq!(decide(None, true, false), WaitPolicy::Active { cores: 2 });
+        assert_eq!(
+            decide(Some("sometimes"), true, false),
+            WaitPolicy::Active { cores: 2 }
+        );
+        assert_eq!(decide(None, true, true), WaitPolicy::CpuQuota);
+        assert_eq!(decide(None, false, false), WaitPolicy::Unsupported);
+        assert_eq!(WaitPolicy::Active { cores: 3 }.spinners(), 3);
+        assert_eq!(WaitPolicy::CpuQuota.spinners(), 0);
         let guard = CoresAwake::with_threads(0);
         assert_eq!((guard.threads(), guard.spinning()), (0, 0));
     }

@@ -38,7 +38,7 @@ pub use buffer::Buffer;
 pub use cache::{CacheStatus, ExecutableCache};
 pub use client::{Client, ClientOptions, DeviceInfo, OptionValue};
 pub use collectives::{collectives, instructions, CollectiveStat, InstructionShape};
-pub use cores_awake::CoresAwake;
+pub use cores_awake::{CoresAwake, WaitPolicy};
 pub use error::{Error, Result};
 pub use executable::{Executable, ExecuteOptions};
 pub use options::{CompileOptions, OptionOverride};

@@ -120,6 +120,7 @@ pub fn train(a: ModelArgs) -> Result<()> {
     }
     let what = format!("train step ({})", a.precision.name());
     report(&what, &compile, &times[1..], (a.batch * a.len) as f64);
+    println!("  wait policy: {}", device.wait_policy());
     Ok(())
 }
 
@@ -164,6 +165,7 @@ pub fn forward(a: ModelArgs) -> Result<()> {
         times.push(t.elapsed().as_secs_f64());
     }
     report("forward", &compile, &times[1..], (a.batch * a.len) as f64);
+    println!("  wait policy: {}", device.wait_policy());
     Ok(())
 }
 
@@ -281,6 +283,7 @@ pub fn generate(a: ModelArgs) -> Result<()> {
     if let Some(peak) = peak_memory() {
         println!("  peak memory (resident): {:.2} GB", peak / 1e9);
     }
+    println!("  wait policy: {}", g.device().wait_policy());
     Ok(())
 }
 
