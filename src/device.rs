@@ -58,9 +58,10 @@ impl Device {
         self.client.describe()
     }
 
-    /// For token-by-token decoding: on the CPU plugin, keeps the cores awake while the
-    /// returned guard lives ([`runtime::cores_awake`]: XLA's small parallel kernels
-    /// otherwise wait for a halted core to wake up). None on other plugins.
+    /// For the time the model runs (training, forward passes, decoding): on the CPU
+    /// plugin, keeps the cores awake while the returned guard lives
+    /// ([`runtime::cores_awake`]: XLA's parallel kernels otherwise wait for a halted core
+    /// to wake up). None on other plugins.
     pub fn keep_cores_awake(&self) -> Option<runtime::CoresAwake> {
         (self.client.platform_name() == "cpu").then(runtime::CoresAwake::start)
     }

@@ -32,7 +32,7 @@ pub struct CoresAwake {
 }
 
 impl CoresAwake {
-    /// Starts the spinning threads, unless `GPTSAN_WAIT_POLICY=passive`.
+    /// Starts the spinning threads if [`WaitPolicy::of_this_process`] is active.
     pub fn start() -> CoresAwake {
         Self::with_threads(WaitPolicy::of_this_process().spinners())
     }

@@ -15,8 +15,8 @@
 //!   instructions' shapes.
 //! - [`backend`]: the small trait the model code uses.
 //! - [`watchdog`]: a clear stop instead of a hang when a collective never completes.
-//! - [`cores_awake`]: idle-priority spinning that keeps the CPU's cores awake while
-//!   decoding token by token.
+//! - [`cores_awake`]: idle-priority spinning that keeps the CPU's cores awake while the
+//!   model runs.
 
 mod api;
 pub mod backend;
