@@ -10,15 +10,15 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc's options, read at start-up: large blocks stay in the ordinary arenas and
-/// freed pages are kept for reuse, never purged (jemalloc purges gradually over any finite
-/// decay time, which still faulted pages back in on every step). The process keeps its
-/// peak memory, which a training or serving process reaches on its first step anyway.
-/// `MALLOC_CONF` in the environment still overrides these.
+/// jemalloc's options, read at start-up ([`runtime::JEMALLOC_CONF`]: freed pages are kept
+/// for reuse, never purged, as jemalloc purges gradually over any finite decay time,
+/// which still faulted pages back in on every step). The process keeps its peak memory,
+/// which a training or serving process reaches on its first step anyway. `MALLOC_CONF` in
+/// the environment still overrides these.
 #[cfg(target_os = "linux")]
 #[used]
 #[export_name = "malloc_conf"]
-static MALLOC_CONF: &u8 = &b"oversize_threshold:0,dirty_decay_ms:-1,muzzy_decay_ms:-1\0"[0];
+static MALLOC_CONF: &u8 = &runtime::JEMALLOC_CONF[0];
 
 fn main() {
     gptsan::cli::init_logging();

@@ -24,7 +24,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[cfg(target_os = "linux")]
 #[used]
 #[export_name = "malloc_conf"]
-static MALLOC_CONF: &u8 = &b"oversize_threshold:0,dirty_decay_ms:-1,muzzy_decay_ms:-1\0"[0];
+static MALLOC_CONF: &u8 = &runtime::JEMALLOC_CONF[0];
 
 struct Case {
     m: i64,

@@ -45,6 +45,13 @@ pub use options::{CompileOptions, OptionOverride};
 pub use plugin::{Discovery, PluginKind, PluginRequest, SearchEnv};
 pub use signature::main_param_dtypes;
 
+/// jemalloc options (its `malloc_conf`) under which XLA's per-execution temporaries stay
+/// mapped: large blocks stay in the ordinary arenas and freed pages are kept for reuse,
+/// never purged. glibc, and jemalloc's defaults for blocks over 8 MB, hand them back to
+/// the kernel at once, so each train step faulted and zeroed about 1.3 GB again. The
+/// `gptsan` binary and the `dot_rates` example export it as `malloc_conf`.
+pub const JEMALLOC_CONF: &[u8] = b"oversize_threshold:0,dirty_decay_ms:-1,muzzy_decay_ms:-1\0";
+
 /// Loads the plugin at `path` (once per process) and returns its PJRT C API version.
 pub fn plugin_api_version(path: &std::path::Path) -> Result<(i32, i32)> {
     Ok(api::Api::load(path)?.version())
