@@ -17,27 +17,73 @@
 //! limits its CPU time (spinning would spend the quota that real work needs).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// The environment variable that turns the spinning off (`passive`).
 pub const WAIT_POLICY_VAR: &str = "GPTSAN_WAIT_POLICY";
 
-/// While alive, one idle-priority thread per available core keeps the cores awake.
-/// Dropping it stops and joins those threads.
+/// While any guard is alive, one idle-priority thread per available core keeps the
+/// cores awake. Guards are counted process-wide: nested ones (a generation inside a
+/// training run, a served forward while rows decode) share the same threads, which stop
+/// when the last guard drops.
 pub struct CoresAwake {
+    /// Whether this guard counts as a holder (false when the policy is passive).
+    holds: bool,
+}
+
+/// The holders alive and the threads they share.
+static SHARED: Mutex<(usize, Option<Spinners>)> = Mutex::new((0, None));
+
+impl CoresAwake {
+    /// Keeps the cores awake if [`WaitPolicy::of_this_process`] is active.
+    pub fn start() -> CoresAwake {
+        let count = WaitPolicy::of_this_process().spinners();
+        if count == 0 {
+            return CoresAwake { holds: false };
+        }
+        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        shared.0 += 1;
+        if shared.1.is_none() {
+            shared.1 = Some(Spinners::spawn(count));
+        }
+        CoresAwake { holds: true }
+    }
+
+    /// Threads spinning for the guards alive now.
+    pub fn spinning_now() -> usize {
+        let shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        shared.1.as_ref().map_or(0, Spinners::spinning)
+    }
+}
+
+impl Drop for CoresAwake {
+    fn drop(&mut self) {
+        if !self.holds {
+            return;
+        }
+        let last = {
+            let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+            shared.0 -= 1;
+            if shared.0 == 0 {
+                shared.1.take()
+            } else {
+                None
+            }
+        };
+        drop(last); // joins outside the lock
+    }
+}
+
+/// The spinning threads themselves; dropping them stops and joins them.
+struct Spinners {
     stop: Arc<AtomicBool>,
     spinning: Arc<AtomicUsize>,
     threads: Vec<JoinHandle<()>>,
 }
 
-impl CoresAwake {
-    /// Starts the spinning threads if [`WaitPolicy::of_this_process`] is active.
-    pub fn start() -> CoresAwake {
-        Self::with_threads(WaitPolicy::of_this_process().spinners())
-    }
-
-    fn with_threads(count: usize) -> CoresAwake {
+impl Spinners {
+    fn spawn(count: usize) -> Spinners {
         let stop = Arc::new(AtomicBool::new(false));
         let spinning = Arc::new(AtomicUsize::new(0));
         let threads = (0..count)
@@ -49,26 +95,21 @@ impl CoresAwake {
                     .ok()
             })
             .collect();
-        CoresAwake {
+        Spinners {
             stop,
             spinning,
             threads,
         }
     }
 
-    /// How many threads are spinning now (those that got idle priority; a thread that
-    /// could not get it does not spin, so as never to compete with real work).
-    pub fn spinning(&self) -> usize {
+    /// Threads spinning now (those that got idle priority; a thread that could not get
+    /// it does not spin, so as never to compete with real work).
+    fn spinning(&self) -> usize {
         self.spinning.load(Ordering::Acquire)
-    }
-
-    /// How many threads were started (spinning or not yet).
-    pub fn threads(&self) -> usize {
-        self.threads.len()
     }
 }
 
-impl Drop for CoresAwake {
+impl Drop for Spinners {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
         for t in self.threads.drain(..) {
@@ -218,27 +259,46 @@ fn lower_to_idle_priority() -> bool {
 mod tests {
     use super::*;
 
-    /// Waits (bounded) until `guard` has `n` spinning threads.
-    fn wait_for_spinning(guard: &CoresAwake, n: usize) -> usize {
+    /// Waits (bounded) until `count()` is `n`.
+    fn wait_for(n: usize, count: impl Fn() -> usize) -> usize {
         for _ in 0..2_000 {
-            if guard.spinning() == n {
+            if count() == n {
                 break;
             }
-            std::thread::yield_now();
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        guard.spinning()
+        count()
     }
 
     #[test]
-    fn every_thread_spins_at_idle_priority_until_the_guard_drops() {
-        let guard = CoresAwake::with_threads(2);
-        assert_eq!(guard.threads(), 2);
-        assert_eq!(wait_for_spinning(&guard, 2), 2);
-        let spinning = guard.spinning.clone();
-        drop(guard);
+    fn every_thread_spins_at_idle_priority_until_dropped() {
+        let spinners = Spinners::spawn(2);
+        assert_eq!(spinners.threads.len(), 2);
+        assert_eq!(wait_for(2, || spinners.spinning()), 2);
+        let spinning = spinners.spinning.clone();
+        drop(spinners);
         // Drop joined every thread, and each left its loop.
         assert_eq!(spinning.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn nested_guards_share_one_set_of_threads_until_the_last_drops() {
+        // The only test that touches the process-wide guards.
+        let cores = WaitPolicy::of_this_process().spinners();
+        if cores == 0 {
+            return; // passive here (variable or cgroup quota): nothing to share
+        }
+        let outer = CoresAwake::start();
+        let inner = CoresAwake::start();
+        assert_eq!(wait_for(cores, CoresAwake::spinning_now), cores);
+        drop(inner);
+        assert_eq!(
+            CoresAwake::spinning_now(),
+            cores,
+            "the outer guard still holds"
+        );
+        drop(outer);
+        assert_eq!(CoresAwake::spinning_now(), 0);
     }
 
     #[test]
@@ -282,7 +342,5 @@ mod tests {
         assert_eq!(decide(None, false, false), WaitPolicy::Unsupported);
         assert_eq!(WaitPolicy::Active { cores: 3 }.spinners(), 3);
         assert_eq!(WaitPolicy::CpuQuota.spinners(), 0);
-        let guard = CoresAwake::with_threads(0);
-        assert_eq!((guard.threads(), guard.spinning()), (0, 0));
     }
 }
