@@ -1,5 +1,6 @@
-//! `gptsan bench forward|generate` as a user runs them: they time the tiny model and say
-//! which wait policy the figures were measured under (README, Runtime).
+//! `gptsan bench forward|generate` as a user runs them: they time the tiny model, say how
+//! much dot work a pass is, and which wait policy the figures were measured under (README,
+//! Runtime).
 
 mod common;
 
@@ -48,6 +49,15 @@ fn bench_reports_speed_and_the_wait_policy_it_ran_under() {
     ];
     let out = bench(&forward, None);
     assert!(tokens_per_s(&out, "over 2 runs") > 0.0, "{out}");
+    // The dot work of the pass and the rate it ran at: "dots: G GFLOP in N products, R GFLOP/s".
+    let dots = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("dots: "))
+        .unwrap_or_else(|| panic!("no dots line in:\n{out}"));
+    let words: Vec<&str> = dots.split(' ').collect();
+    let gflop: f64 = words[0].parse().expect("a GFLOP figure");
+    let products: usize = words[3].parse().expect("a product count");
+    assert!(gflop > 0.0 && products > 0, "{dots}");
     assert!(
         out.contains("wait policy: active (") || out.contains("wait policy: passive (the cgroup"),
         "{out}"

@@ -7,6 +7,7 @@
 
 pub mod autodiff;
 pub mod builder;
+pub mod cost;
 pub mod dtype;
 pub mod emit;
 pub mod error;
@@ -21,6 +22,7 @@ pub mod vjp_rules;
 
 pub use autodiff::{grad, grad_function, vjp, vjp_function, AutodiffError};
 pub use builder::{Builder, Tensor};
+pub use cost::{dot_work, DotWork};
 pub use dtype::DType;
 pub use emit::{to_stablehlo, EmitError, EmitOptions, Partitioner};
 pub use error::BuildError;

@@ -77,7 +77,8 @@ pub fn train(a: ModelArgs) -> Result<()> {
     let (cfg, tcfg) = load_configs(&a.config)?;
     let device = Device::open(a.plugin.as_deref(), None)?;
     let spec = StepSpec::benchmark(a.batch, a.len, &tcfg, a.precision.training_compute()?);
-    let (program, compile) = compile_timed(&device, &train_step_program(&cfg, &spec)?)?;
+    let step = train_step_program(&cfg, &spec)?;
+    let (program, compile) = compile_timed(&device, &step)?;
     let specs = param_specs(&cfg);
     let mut args: Vec<Literal> = init_params(&specs, 1);
     for s in &specs {
@@ -120,6 +121,7 @@ pub fn train(a: ModelArgs) -> Result<()> {
     }
     let what = format!("train step ({})", a.precision.name());
     report(&what, &compile, &times[1..], (a.batch * a.len) as f64);
+    print_dot_rate(&step, &times[1..]);
     println!("  wait policy: {}", device.wait_policy());
     Ok(())
 }
@@ -137,7 +139,8 @@ pub fn forward(a: ModelArgs) -> Result<()> {
         loss: false,
         weights: hlo::DType::F32,
     };
-    let (program, compile) = compile_timed(&device, &forward_program(&cfg, shape)?)?;
+    let pass = forward_program(&cfg, shape)?;
+    let (program, compile) = compile_timed(&device, &pass)?;
     let params = init_params(&param_specs(&cfg), 1);
     let batch = random_batch(cfg.vocab_size, a.batch, a.len, 7);
     let positions: Vec<i32> = (0..a.batch).flat_map(|_| 0..a.len as i32).collect();
@@ -165,6 +168,7 @@ pub fn forward(a: ModelArgs) -> Result<()> {
         times.push(t.elapsed().as_secs_f64());
     }
     report("forward", &compile, &times[1..], (a.batch * a.len) as f64);
+    print_dot_rate(&pass, &times[1..]);
     println!("  wait policy: {}", device.wait_policy());
     Ok(())
 }
@@ -369,6 +373,20 @@ fn compile_timed(device: &Device, f: &hlo::Function) -> Result<(Program, String)
         ""
     };
     Ok((program, format!("{seconds:.2} s{from_cache}")))
+}
+
+/// The program's dot work and the rate its best run reached: compared with the machine's
+/// peak, this says how fast the step could possibly be (the dots are fixed by the model).
+fn print_dot_rate(f: &hlo::Function, times: &[f64]) {
+    let work = hlo::dot_work(f);
+    let best = times.iter().cloned().fold(f64::INFINITY, f64::min);
+    let gflop = work.flops / 1e9;
+    let digits = if gflop < 10.0 { 3 } else { 1 };
+    println!(
+        "  dots: {gflop:.digits$} GFLOP in {} products, {:.0} GFLOP/s over the whole best run",
+        work.dots,
+        gflop / best
+    );
 }
 
 fn report(what: &str, compile: &str, times: &[f64], tokens: f64) {
