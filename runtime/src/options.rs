@@ -92,9 +92,12 @@ impl CompileOptions {
     /// CPU kernels are compiled at LLVM optimization level 1 (XLA's default is 3): XLA's
     /// fusion emitters vectorize before LLVM sees the code, and the dots are library
     /// calls, so the heavier pipeline bought nothing measurable. Measured 2026-12-01 on
-    /// `small`, four alternating pairs: the train step compiled in 1.96-2.04 s instead of
-    /// 2.22-2.25 s, its best step 0.877-0.907 s against 0.868-0.897 s; the forward pass
-    /// and generation did not move (three pairs). Level 0 halves the step's speed.
+    /// `small`: the train step compiles in 1.83-1.89 s instead of 2.01-2.09 s, its best
+    /// step 0.877-0.907 s against 0.868-0.897 s in four alternating pairs; the forward pass
+    /// (three pairs) and generation (five) did not move. Level 0 halves the step's speed. Results
+    /// differ from level 3's in the last bits (parity holds at 1e-4), so a long training
+    /// run follows other routings; `XLA_FLAGS=--xla_backend_optimization_level=3` gives
+    /// level 3's results back.
     ///
     /// A debug option the user names in `XLA_FLAGS` is left to them (these overrides
     /// would otherwise replace it).
