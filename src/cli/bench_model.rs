@@ -382,8 +382,12 @@ fn print_dot_rate(f: &hlo::Function, times: &[f64]) {
     let best = times.iter().cloned().fold(f64::INFINITY, f64::min);
     let gflop = work.flops / 1e9;
     let digits = if gflop < 10.0 { 3 } else { 1 };
+    let in_loops = match work.dots_in_loops {
+        0 => String::new(),
+        n => format!(" ({n} more inside loops, not counted)"),
+    };
     println!(
-        "  dots: {gflop:.digits$} GFLOP in {} products, {:.0} GFLOP/s over the whole best run",
+        "  dots: {gflop:.digits$} GFLOP in {} products{in_loops}, {:.0} GFLOP/s over the whole best run",
         work.dots,
         gflop / best
     );
