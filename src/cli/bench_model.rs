@@ -120,8 +120,13 @@ pub fn train(a: ModelArgs) -> Result<()> {
         bufs[rng_arg] = outs.next().context("the train step returned no rng")?;
     }
     let what = format!("train step ({})", a.precision.name());
-    report(&what, &compile, &times[1..], (a.batch * a.len) as f64);
-    print_dot_rate(&step, &times[1..]);
+    report(
+        &what,
+        &compile,
+        &times[1..],
+        (a.batch * a.len) as f64,
+        &step,
+    );
     println!("  wait policy: {}", device.wait_policy());
     Ok(())
 }
@@ -167,8 +172,13 @@ pub fn forward(a: ModelArgs) -> Result<()> {
         }
         times.push(t.elapsed().as_secs_f64());
     }
-    report("forward", &compile, &times[1..], (a.batch * a.len) as f64);
-    print_dot_rate(&pass, &times[1..]);
+    report(
+        "forward",
+        &compile,
+        &times[1..],
+        (a.batch * a.len) as f64,
+        &pass,
+    );
     println!("  wait policy: {}", device.wait_policy());
     Ok(())
 }
@@ -375,11 +385,21 @@ fn compile_timed(device: &Device, f: &hlo::Function) -> Result<(Program, String)
     Ok((program, format!("{seconds:.2} s{from_cache}")))
 }
 
-/// The program's dot work and the rate its best run reached: compared with the machine's
-/// peak, this says how fast the step could possibly be (the dots are fixed by the model).
-fn print_dot_rate(f: &hlo::Function, times: &[f64]) {
-    let work = hlo::dot_work(f);
+/// Compile time, the best and mean run, and the program's dot work with the rate the best
+/// run reached: against the machine's peak, how fast the step could possibly be (the
+/// dots are fixed by the model).
+fn report(what: &str, compile: &str, times: &[f64], tokens: f64, program: &hlo::Function) {
     let best = times.iter().cloned().fold(f64::INFINITY, f64::min);
+    let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
+    println!("{what}: compile {compile}");
+    println!(
+        "  best {:.3} s, mean {:.3} s over {} runs: {:.0} tokens/s (best)",
+        best,
+        mean,
+        times.len(),
+        tokens / best
+    );
+    let work = hlo::dot_work(program);
     let gflop = work.flops / 1e9;
     let digits = if gflop < 10.0 { 3 } else { 1 };
     let in_loops = match work.dots_in_loops {
@@ -390,18 +410,5 @@ fn print_dot_rate(f: &hlo::Function, times: &[f64]) {
         "  dots: {gflop:.digits$} GFLOP in {} products{in_loops}, {:.0} GFLOP/s over the whole best run",
         work.dots,
         gflop / best
-    );
-}
-
-fn report(what: &str, compile: &str, times: &[f64], tokens: f64) {
-    let best = times.iter().cloned().fold(f64::INFINITY, f64::min);
-    let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
-    println!("{what}: compile {compile}");
-    println!(
-        "  best {:.3} s, mean {:.3} s over {} runs: {:.0} tokens/s (best)",
-        best,
-        mean,
-        times.len(),
-        tokens / best
     );
 }
