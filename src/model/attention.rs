@@ -79,11 +79,18 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask_add: &Tensor, w_out: &Ten
         .convert(DType::F32)
         .dot_general(&k.convert(DType::F32), per_head(3, 3));
     let s = scores.dims()[3];
-    let probs = scores
-        .add(&mask_add.reshape(&[b, 1, t, s]))
-        .softmax(-1)
+    let scores = scores.add(&mask_add.reshape(&[b, 1, t, s]));
+    // The softmax's division is applied to the `[.., dh]` context rather than to the
+    // `[.., S]` probabilities: one pass over the scores less.
+    let top = scores.reduce_max(&[3]).expand_dim(3).stop_gradient();
+    let weights = scores.sub(&top).exp();
+    let total = weights.reduce_sum(&[3]).expand_dim(3);
+    let ctx = weights
+        .convert(q.dtype())
+        .dot_general(v, per_head(3, 2)) // [B, H, T, dh], not yet normalised
+        .convert(DType::F32)
+        .div(&total)
         .convert(q.dtype());
-    let ctx = probs.dot_general(v, per_head(3, 2)); // [B, H, T, dh]
     let merged = ctx.transpose(&[0, 2, 1, 3]).reshape(&[b, t, h * dh]);
     linear(&merged, w_out)
 }
