@@ -199,7 +199,14 @@ fn emitted_mlp_partitions_like_the_single_device_program() {
         let f = mlp(Some(&layout));
         for partitioner in [Partitioner::Shardy, Partitioner::Gspmd] {
             let what = format!("{name}, {partitioner:?}");
-            let text = to_stablehlo(&f, &EmitOptions { partitioner }).unwrap();
+            let text = to_stablehlo(
+                &f,
+                &EmitOptions {
+                    partitioner,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
             assert!(text.contains("mhlo.num_partitions = 4 : i32"), "{what}");
             let options = CompileOptions {
                 use_shardy_partitioner: partitioner == Partitioner::Shardy,

@@ -9,7 +9,7 @@ use super::constant::{dense_attr, reduce_init};
 use super::sharding;
 use super::{Emitter, Partitioner};
 use crate::dtype::DType;
-use crate::ir::{compare_type, CompareDirection, Function, Op, ReduceKind, RngAlgorithm};
+use crate::ir::{compare_type, CompareDirection, DotDims, Function, Op, ReduceKind, RngAlgorithm};
 use crate::shape::Shape;
 use std::fmt::Write;
 
@@ -117,6 +117,11 @@ pub(super) fn emit<'a>(e: &mut Emitter<'a>, id: usize) -> Result<(), String> {
             format!("stablehlo.{} {a} : {out_type}", node.op.name())
         }
         Op::DotGeneral { dims } => {
+            let (lhs, rhs) = (f.value_shape(node.operands[0]), f.value_shape(node.operands[1]));
+            let call = bf16_dot_call(e, id, dims, (&args[0], lhs), (&args[1], rhs), &node.outputs[0]);
+            if let Some(call) = call {
+                call
+            } else {
             let mut s = format!("stablehlo.dot_general {a}, ");
             if !dims.lhs_batch.is_empty() {
                 write!(
@@ -135,6 +140,7 @@ pub(super) fn emit<'a>(e: &mut Emitter<'a>, id: usize) -> Result<(), String> {
             )
             .expect("writing to a String");
             s
+            }
         }
         Op::Reduce { kind, dims } => {
             let scalar = Shape::scalar(node.outputs[0].dtype);
@@ -354,4 +360,133 @@ fn reduce_op(kind: ReduceKind) -> &'static str {
         ReduceKind::And => "and",
         ReduceKind::Or => "or",
     }
+}
+
+/// Products smaller than this many multiply-adds stay XLA's dots: a call's fixed costs
+/// (threads, packing) would outweigh them.
+const MIN_CALL_PRODUCT: i64 = 1 << 20;
+
+/// Emits a `dot_general` as [`EmitOptions::bf16_dot_call`]'s custom call when it takes it
+/// (bf16 operands and result, at least [`MIN_CALL_PRODUCT`] multiply-adds): the call
+/// `{prefix}_{l}{r}` multiplies rank-3 operands `[B, M, K]` (`l` = `n`) or `[B, K, M]`
+/// (`t`) by `[B, K, N]` (`r` = `n`) or `[B, N, K]` (`t`), each operand reshaped (and
+/// transposed only when needed, see [`rank3_operand`]) to one of them. Returns the node's own text: the call, or a reshape of its
+/// `[B, M, N]` result to the dot's result.
+fn bf16_dot_call(
+    e: &mut Emitter,
+    id: usize,
+    dims: &DotDims,
+    lhs: (&str, &Shape),
+    rhs: (&str, &Shape),
+    out: &Shape,
+) -> Option<String> {
+    let prefix = e.opts.bf16_dot_call.clone()?;
+    let all_bf16 = [lhs.1.dtype, rhs.1.dtype, out.dtype]
+        .iter()
+        .all(|t| *t == DType::Bf16);
+    let free = |shape: &Shape, batch: &[i64], contract: &[i64]| -> Vec<i64> {
+        (0..shape.rank() as i64)
+            .filter(|d| !batch.contains(d) && !contract.contains(d))
+            .collect()
+    };
+    let size =
+        |shape: &Shape, ds: &[i64]| -> i64 { ds.iter().map(|d| shape.dims[*d as usize]).product() };
+    let (lb, lc) = (&dims.lhs_batch, &dims.lhs_contracting);
+    let (rb, rc) = (&dims.rhs_batch, &dims.rhs_contracting);
+    let (lf, rf) = (free(lhs.1, lb, lc), free(rhs.1, rb, rc));
+    let (b, m, k, n) = (
+        size(lhs.1, lb),
+        size(lhs.1, &lf),
+        size(lhs.1, lc),
+        size(rhs.1, &rf),
+    );
+    if !all_bf16 || b != 1 || m * k * n < MIN_CALL_PRODUCT || m * k * n == 0 {
+        return None;
+    }
+    let cat = |parts: [&[i64]; 3]| parts.concat();
+    let (lpick, lname) = rank3_operand(
+        e,
+        id,
+        "lhs",
+        lhs,
+        [cat([lb, &lf, lc]), cat([lb, lc, &lf])],
+        [[b, m, k], [b, k, m]],
+    );
+    let (rpick, rname) = rank3_operand(
+        e,
+        id,
+        "rhs",
+        rhs,
+        [cat([rb, rc, &rf]), cat([rb, &rf, rc])],
+        [[b, k, n], [b, n, k]],
+    );
+    let ltype = Shape::new(DType::Bf16, [[b, m, k], [b, k, m]][lpick].to_vec()).mlir_type();
+    let rtype = Shape::new(DType::Bf16, [[b, k, n], [b, n, k]][rpick].to_vec()).mlir_type();
+    let result = Shape::new(DType::Bf16, vec![b, m, n]).mlir_type();
+    let layout = |pick: usize| if pick == 0 { "n" } else { "t" };
+    let call = format!(
+        "stablehlo.custom_call @{prefix}_{}{}({lname}, {rname}) {{api_version = 4 : i32}} : ({ltype}, {rtype}) -> {result}",
+        layout(lpick),
+        layout(rpick),
+    );
+    let out_type = out.mlir_type();
+    if result == out_type {
+        return Some(call);
+    }
+    let tmp = format!("%{}", e.namer.fresh(&format!("bf16_dot_{id}"), id));
+    line(e, &tmp, &call);
+    Some(format!(
+        "stablehlo.reshape {tmp} : ({result}) -> {out_type}"
+    ))
+}
+
+/// One operand of [`bf16_dot_call`] in one of its two `forms` (a permutation of its
+/// dimensions and the rank-3 shape that gives): one that needs no transpose, else one
+/// whose transpose keeps the contiguous last dimension, else the first; reshaped to rank
+/// 3. Returns which form and the emitted value's name.
+fn rank3_operand(
+    e: &mut Emitter,
+    id: usize,
+    what: &str,
+    (name, shape): (&str, &Shape),
+    perms: [Vec<i64>; 2],
+    forms: [[i64; 3]; 2],
+) -> (usize, String) {
+    let identity: Vec<i64> = (0..shape.rank() as i64).collect();
+    // No transpose if possible, else one that keeps the contiguous last dimension.
+    let last = shape.rank() as i64 - 1;
+    let pick = perms
+        .iter()
+        .position(|p| *p == identity)
+        .or_else(|| perms.iter().position(|p| p.last() == Some(&last)))
+        .unwrap_or(0);
+    let mut current = name.to_string();
+    let mut current_type = shape.mlir_type();
+    if perms[pick] != identity {
+        let dims: Vec<i64> = perms[pick]
+            .iter()
+            .map(|d| shape.dims[*d as usize])
+            .collect();
+        let t = Shape::new(shape.dtype, dims).mlir_type();
+        let tmp = format!("%{}", e.namer.fresh(&format!("{what}_t_{id}"), id));
+        let perm = list(&perms[pick]);
+        line(
+            e,
+            &tmp,
+            &format!("stablehlo.transpose {current}, dims = {perm} : ({current_type}) -> {t}"),
+        );
+        current = tmp;
+        current_type = t;
+    }
+    let rank3 = Shape::new(shape.dtype, forms[pick].to_vec()).mlir_type();
+    if rank3 != current_type {
+        let tmp = format!("%{}", e.namer.fresh(&format!("{what}_r_{id}"), id));
+        line(
+            e,
+            &tmp,
+            &format!("stablehlo.reshape {current} : ({current_type}) -> {rank3}"),
+        );
+        current = tmp;
+    }
+    (pick, current)
 }

@@ -678,3 +678,59 @@ fn degenerate_forms() {
         std::fs::write(format!("{dir}/degenerate.shardy.1.mlir"), &text).unwrap();
     }
 }
+
+/// `bf16_dot_call`: large bf16 products become the custom call, with the operands'
+/// stored order in the target's suffix and rank-3 operands; f32, small and batched
+/// products stay `dot_general`s.
+#[test]
+fn bf16_products_become_the_custom_call_when_asked() {
+    let bf16s = |dims: &[i64]| Shape::new(DType::Bf16, dims.to_vec());
+    let b = Builder::new("products");
+    let x = b.parameter("x", bf16s(&[128, 256]));
+    let w = b.parameter("w", bf16s(&[64, 256]));
+    let h = b.parameter("h", bf16s(&[2, 64, 256]));
+    let s = b.parameter("s", bf16s(&[4, 4]));
+    let xf = b.parameter("xf", f32s(&[128, 256]));
+    let wf = b.parameter("wf", f32s(&[64, 256]));
+    let e = b.parameter("e", bf16s(&[4, 128, 256]));
+    let contract = |l: i64, r: i64| DotDims {
+        lhs_contracting: vec![l],
+        rhs_contracting: vec![r],
+        ..Default::default()
+    };
+    let xw = x.dot_general(&w, contract(1, 1)); // [128, 64], w stored [n, k]
+    let wx = w.dot_general(&x, contract(1, 1)); // [64, 128]
+    let hw = h.dot_general(&w, contract(2, 1)); // [2, 64, 64]: two free dims on the left
+    let ss = s.dot_general(&s, contract(1, 0)); // 64 multiply-adds
+    let ff = xf.dot_general(&wf, contract(1, 1));
+    let batched = e.dot_general(
+        &e,
+        DotDims {
+            lhs_batch: vec![0],
+            rhs_batch: vec![0],
+            lhs_contracting: vec![2],
+            rhs_contracting: vec![2],
+        },
+    );
+    let f = b.build(&[&xw, &wx, &hw, &ss, &ff, &batched]).unwrap();
+    let opts = EmitOptions {
+        bf16_dot_call: Some("k".into()),
+        ..EmitOptions::default()
+    };
+    let text = to_stablehlo(&f, &opts).unwrap();
+    for want in [
+        "%lhs_r_7 = stablehlo.reshape %x : (tensor<128x256xbf16>) -> tensor<1x128x256xbf16>",
+        "%rhs_r_7 = stablehlo.reshape %w : (tensor<64x256xbf16>) -> tensor<1x64x256xbf16>",
+        "%bf16_dot_7 = stablehlo.custom_call @k_nt(%lhs_r_7, %rhs_r_7) {api_version = 4 : i32} : (tensor<1x128x256xbf16>, tensor<1x64x256xbf16>) -> tensor<1x128x64xbf16>",
+        "%7 = stablehlo.reshape %bf16_dot_7 : (tensor<1x128x64xbf16>) -> tensor<128x64xbf16>",
+        // Two free dimensions on the left are one row dimension of the call.
+        "%lhs_r_9 = stablehlo.reshape %h : (tensor<2x64x256xbf16>) -> tensor<1x128x256xbf16>",
+        "%9 = stablehlo.reshape %bf16_dot_9 : (tensor<1x128x64xbf16>) -> tensor<2x64x64xbf16>",
+    ] {
+        has_line(&text, want);
+    }
+    assert_eq!(text.matches("stablehlo.custom_call").count(), 3, "{text}");
+    assert_eq!(text.matches("stablehlo.dot_general").count(), 3, "{text}");
+    assert_eq!(text.matches("stablehlo.transpose").count(), 0, "{text}");
+    assert_eq!(emit(&f).matches("stablehlo.custom_call").count(), 0);
+}
