@@ -294,6 +294,18 @@ impl Client {
         self.cache.as_deref()
     }
 
+    /// The custom-call prefix for bf16 products on our AMX kernel
+    /// ([`crate::custom_calls::BF16_DOT`]), when this is the CPU plugin on a CPU with AMX
+    /// bf16 and `GPTSAN_BF16_DOTS` is not `xla`; None leaves them to XLA (which computes
+    /// them in f32).
+    pub fn bf16_dot_call(&self) -> Option<&'static str> {
+        let wanted = std::env::var("GPTSAN_BF16_DOTS").map_or(true, |v| v != "xla");
+        (wanted
+            && self.platform_name() == "cpu"
+            && crate::custom_calls::bf16_dot_available(self.inner.api))
+        .then_some(crate::custom_calls::BF16_DOT)
+    }
+
     pub fn plugin_path(&self) -> &Path {
         self.inner.api.path()
     }

@@ -18,6 +18,7 @@
 //! - [`cores_awake`]: idle-priority spinning that keeps the CPU's cores awake while the
 //!   model runs.
 
+pub mod amx;
 mod api;
 pub mod backend;
 pub mod buffer;
@@ -25,6 +26,7 @@ pub mod cache;
 pub mod client;
 pub mod collectives;
 pub mod cores_awake;
+pub mod custom_calls;
 pub mod error;
 pub mod executable;
 pub mod ffi;

@@ -1,0 +1,285 @@
+//! Our own CPU kernels inside XLA programs: typed XLA FFI handlers, registered with the
+//! plugin through its PJRT FFI extension, that a program reaches with
+//! `stablehlo.custom_call @name(...) {api_version = 4 : i32}`.
+//!
+//! The one family today is [`BF16_DOT`]: bf16 products on AMX tiles ([`crate::amx`]),
+//! which XLA CPU would compute in f32. The handlers decode XLA's call frame (the C structs
+//! of `xla/ffi/api/c_api.h`, declared below) and run in the calling XLA thread.
+
+use crate::amx;
+use crate::api::Api;
+use crate::error::{Error, Result};
+use crate::ffi::{PJRT_Error, PJRT_Extension_Base};
+use std::os::raw::{c_char, c_int, c_void};
+use std::sync::OnceLock;
+
+/// Prefix of the bf16 product targets; the suffix gives the operands' storage:
+/// `_nn` `[m, k] . [k, n]`, `_tn` left stored `[k, m]`, `_nt` right stored `[n, k]`, `_tt`
+/// both. Operands and result are bf16, rank 2 or rank 3 with a leading batch dimension.
+pub const BF16_DOT: &str = "gptsan_bf16_dot";
+
+/// Registers our handlers with the plugin once per process, where they can run (a CPU
+/// plugin with the FFI extension, a CPU with AMX bf16). Returns whether programs may use
+/// [`BF16_DOT`]; a failure is logged and leaves XLA's own dots in use.
+pub fn bf16_dot_available(api: &'static Api) -> bool {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    *REGISTERED.get_or_init(|| {
+        if !amx::available() {
+            return false;
+        }
+        let handlers: [(&str, Handler); 4] = [
+            ("nn", bf16_dot::<false, false>),
+            ("tn", bf16_dot::<true, false>),
+            ("nt", bf16_dot::<false, true>),
+            ("tt", bf16_dot::<true, true>),
+        ];
+        for (suffix, handler) in handlers {
+            let name = format!("{BF16_DOT}_{suffix}");
+            if let Err(e) = register(api, &name, "Host", handler) {
+                tracing::warn!(error = %e, "bf16 products stay with XLA");
+                return false;
+            }
+        }
+        true
+    })
+}
+
+const PJRT_EXTENSION_TYPE_FFI: c_int = 5;
+
+#[repr(C)]
+struct PjrtFfiExtension {
+    base: PJRT_Extension_Base,
+    type_id_register: *const c_void,
+    user_data_add: *const c_void,
+    register_handler: Option<unsafe extern "C" fn(*mut RegisterHandlerArgs) -> *mut PJRT_Error>,
+}
+
+#[repr(C)]
+struct RegisterHandlerArgs {
+    struct_size: usize,
+    target_name: *const c_char,
+    target_name_size: usize,
+    handler: *const c_void,
+    platform_name: *const c_char,
+    platform_name_size: usize,
+    traits: u32,
+}
+
+type Handler = unsafe extern "C" fn(*mut CallFrame) -> *mut c_void;
+
+fn register(api: &'static Api, name: &str, platform: &str, handler: Handler) -> Result<()> {
+    let missing = || Error::InvalidArgument("the PJRT plugin has no FFI extension".into());
+    // SAFETY: the table and its extension chain live as long as the process; every
+    // extension starts with PJRT_Extension_Base, and the FFI one is read only when its
+    // declared size covers the fields used.
+    let mut ext = unsafe { (*api.table()).extension_start };
+    while !ext.is_null() {
+        let (ty, size) = unsafe { ((*ext).type_, (*ext).struct_size) };
+        if ty == PJRT_EXTENSION_TYPE_FFI {
+            if size < std::mem::size_of::<PjrtFfiExtension>() {
+                return Err(missing());
+            }
+            let f = unsafe { (*(ext as *const PjrtFfiExtension)).register_handler }
+                .ok_or_else(missing)?;
+            let mut args = RegisterHandlerArgs {
+                struct_size: std::mem::size_of::<RegisterHandlerArgs>(),
+                target_name: name.as_ptr() as *const c_char,
+                target_name_size: name.len(),
+                handler: handler as *const c_void,
+                platform_name: platform.as_ptr() as *const c_char,
+                platform_name_size: platform.len(),
+                traits: 0,
+            };
+            let err = unsafe { f(&mut args) };
+            return api.check("PJRT_FFI_Register_Handler", err);
+        }
+        ext = unsafe { (*ext).next };
+    }
+    Err(missing())
+}
+
+// The XLA FFI call frame (xla/ffi/api/c_api.h, API 0.1).
+#[repr(C)]
+struct ExtBase {
+    struct_size: usize,
+    type_: c_int,
+    next: *mut ExtBase,
+}
+#[repr(C)]
+struct ApiVersion {
+    struct_size: usize,
+    extension_start: *mut ExtBase,
+    major: c_int,
+    minor: c_int,
+}
+#[repr(C)]
+struct Metadata {
+    struct_size: usize,
+    api_version: ApiVersion,
+    traits: u32,
+}
+#[repr(C)]
+struct MetadataExtension {
+    base: ExtBase,
+    metadata: *mut Metadata,
+}
+#[repr(C)]
+struct FfiBuffer {
+    struct_size: usize,
+    extension_start: *mut ExtBase,
+    dtype: c_int,
+    data: *mut c_void,
+    rank: i64,
+    dims: *const i64,
+}
+#[repr(C)]
+struct Values {
+    struct_size: usize,
+    extension_start: *mut ExtBase,
+    size: i64,
+    types: *const c_int,
+    items: *const *mut c_void,
+}
+#[repr(C)]
+struct Attrs {
+    struct_size: usize,
+    extension_start: *mut ExtBase,
+    size: i64,
+    types: *const c_int,
+    names: *const *const c_void,
+    attrs: *const *mut c_void,
+}
+#[repr(C)]
+struct FfiApiHead {
+    struct_size: usize,
+    extension_start: *mut ExtBase,
+    api_version: ApiVersion,
+    internal_api: *const c_void,
+    error_create: Option<unsafe extern "C" fn(*mut ErrorCreateArgs) -> *mut c_void>,
+}
+#[repr(C)]
+struct ErrorCreateArgs {
+    struct_size: usize,
+    extension_start: *mut ExtBase,
+    message: *const c_char,
+    errc: c_int,
+}
+#[repr(C)]
+struct CallFrame {
+    struct_size: usize,
+    extension_start: *mut ExtBase,
+    api: *const FfiApiHead,
+    ctx: *mut c_void,
+    stage: c_int,
+    args: Values,
+    rets: Values,
+    attrs: Attrs,
+    future: *mut c_void,
+}
+
+const METADATA_EXTENSION: c_int = 1;
+const STAGE_EXECUTE: c_int = 3;
+const BUFFER: c_int = 1;
+const DTYPE_BF16: c_int = 16;
+const ERROR_INVALID_ARGUMENT: c_int = 3;
+
+/// XLA first calls a handler with a metadata extension to learn its FFI version.
+unsafe fn answer_metadata(frame: &CallFrame) -> bool {
+    let ext = frame.extension_start;
+    if ext.is_null() || (*ext).type_ != METADATA_EXTENSION {
+        return false;
+    }
+    let md = (*(ext as *mut MetadataExtension)).metadata;
+    (*md).api_version.major = 0;
+    (*md).api_version.minor = 1;
+    (*md).traits = 0;
+    true
+}
+
+unsafe fn error(frame: &CallFrame, message: &str) -> *mut c_void {
+    let text = std::ffi::CString::new(message).unwrap_or_default();
+    match (*frame.api).error_create {
+        Some(create) => create(&mut ErrorCreateArgs {
+            struct_size: std::mem::size_of::<ErrorCreateArgs>(),
+            extension_start: std::ptr::null_mut(),
+            message: text.as_ptr(),
+            errc: ERROR_INVALID_ARGUMENT,
+        }),
+        None => std::ptr::null_mut(),
+    }
+}
+
+/// The `i`-th buffer of `values`, if it is one.
+unsafe fn buffer(values: &Values, i: i64) -> Option<&FfiBuffer> {
+    if i >= values.size || *values.types.add(i as usize) != BUFFER {
+        return None;
+    }
+    Some(&*(*values.items.add(i as usize) as *const FfiBuffer))
+}
+
+unsafe fn dims(b: &FfiBuffer) -> &[i64] {
+    std::slice::from_raw_parts(b.dims, b.rank as usize)
+}
+
+/// `[batch,] m, k, n` of a product, from the operands' stored shapes.
+fn product_sizes(l: &[i64], r: &[i64], lt: bool, rt: bool) -> Option<[usize; 4]> {
+    let (batch, l, r) = match (l.len(), r.len()) {
+        (2, 2) => (1, l, r),
+        (3, 3) if l[0] == r[0] => (l[0], &l[1..], &r[1..]),
+        _ => return None,
+    };
+    let (m, k) = if lt { (l[1], l[0]) } else { (l[0], l[1]) };
+    let (k2, n) = if rt { (r[1], r[0]) } else { (r[0], r[1]) };
+    (k == k2).then_some([batch as usize, m as usize, k as usize, n as usize])
+}
+
+unsafe extern "C" fn bf16_dot<const LT: bool, const RT: bool>(
+    frame: *mut CallFrame,
+) -> *mut c_void {
+    let frame = &*frame;
+    if answer_metadata(frame) || frame.stage != STAGE_EXECUTE {
+        return std::ptr::null_mut();
+    }
+    let (Some(l), Some(r), Some(o)) = (
+        buffer(&frame.args, 0),
+        buffer(&frame.args, 1),
+        buffer(&frame.rets, 0),
+    ) else {
+        return error(
+            frame,
+            "gptsan_bf16_dot: expected two operand buffers and one result",
+        );
+    };
+    if [l.dtype, r.dtype, o.dtype] != [DTYPE_BF16; 3] {
+        return error(frame, "gptsan_bf16_dot: operands and result must be bf16");
+    }
+    let Some([batch, m, k, n]) = product_sizes(dims(l), dims(r), LT, RT) else {
+        return error(
+            frame,
+            "gptsan_bf16_dot: operand shapes do not make a product",
+        );
+    };
+    let want: Vec<i64> = match l.rank {
+        3 => vec![batch as i64, m as i64, n as i64],
+        _ => vec![m as i64, n as i64],
+    };
+    if dims(o) != want.as_slice() {
+        return error(
+            frame,
+            "gptsan_bf16_dot: result shape does not match the operands",
+        );
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    for b in 0..batch {
+        let a = amx::Operand {
+            data: (l.data as *const u16).add(b * m * k),
+            transposed: LT,
+        };
+        let w = amx::Operand {
+            data: (r.data as *const u16).add(b * k * n),
+            transposed: RT,
+        };
+        amx::matmul_bf16(m, k, n, a, w, (o.data as *mut u16).add(b * m * n), threads);
+    }
+    std::ptr::null_mut()
+}
