@@ -83,7 +83,21 @@ impl Device {
 
     /// Emits (Shardy annotations) and compiles `f` for one device, or for its mesh.
     pub fn compile(&self, f: &Function) -> Result<Program> {
-        self.compile_with(f, &EmitOptions::default())
+        self.compile_with(f, &self.emit_options(f))
+    }
+
+    /// Shardy annotations, and bf16 products as calls to our AMX kernel where the client
+    /// has it ([`runtime::Client::bf16_dot_call`]); on one device only, as a custom call
+    /// has no rule for splitting it over a mesh.
+    fn emit_options(&self, f: &Function) -> EmitOptions {
+        let one_device = f.mesh.as_ref().is_none_or(|m| m.device_count() == 1);
+        EmitOptions {
+            bf16_dot_call: one_device
+                .then(|| self.client.bf16_dot_call())
+                .flatten()
+                .map(String::from),
+            ..EmitOptions::default()
+        }
     }
 
     /// Emits `f` with the given partitioner's annotations and compiles it.
