@@ -195,23 +195,42 @@ impl Product {
             self.cols.div_ceil(T),
         );
         let panel = kp * T * T;
-        let mut lpack: Vec<u16> = Vec::with_capacity(rp * panel);
+        // A row-major left operand in whole blocks is read by the tiles where it is.
+        let direct = self.left.cs == 1 && self.rows.is_multiple_of(T) && self.k.is_multiple_of(T);
+        let mut lpack: Vec<u16> = Vec::with_capacity(if direct { 0 } else { rp * panel });
         let mut rpack: Vec<u16> = Vec::with_capacity(cp * panel);
         // SAFETY: packing writes every element (padding included) before any is read.
-        lpack.set_len(rp * panel);
+        lpack.set_len(lpack.capacity());
         rpack.set_len(cp * panel);
+        let left = if direct {
+            Rows {
+                base: self.left.data,
+                row: self.left.rs,
+                step: T,
+                panel: T * self.left.rs,
+            }
+        } else {
+            Rows {
+                base: lpack.as_ptr(),
+                row: T,
+                step: T * T,
+                panel,
+            }
+        };
         let barrier = std::sync::Barrier::new(threads);
         let (lout, rout) = (Out(lpack.as_mut_ptr()), Out(rpack.as_mut_ptr()));
         let work = |t: usize| {
             let (lout, rout) = (lout, rout);
-            for pi in share(t, threads, rp) {
-                pack_rows(self.left, self.rows, self.k, pi, lout.0.add(pi * panel));
+            if !direct {
+                for pi in share(t, threads, rp) {
+                    pack_rows(self.left, self.rows, self.k, pi, lout.0.add(pi * panel));
+                }
             }
             for pj in share(t, threads, cp) {
                 pack_vnni(self.right, self.k, self.cols, pj, rout.0.add(pj * panel));
             }
             barrier.wait();
-            self.multiply(t, threads, lout.0, rout.0);
+            self.multiply(t, threads, left, rout.0);
         };
         // The calling thread is worker 0.
         std::thread::scope(|s| {
@@ -226,7 +245,7 @@ impl Product {
     /// Thread `t`'s share of the 32 x 32 blocks: the longer side is split. A long `k` is
     /// taken [`K_STEPS`] steps at a time, so that the two panels' pieces stay in the L1
     /// cache, with the sums kept in f32 between the pieces.
-    unsafe fn multiply(self, t: usize, threads: usize, lpack: *const u16, rpack: *const u16) {
+    unsafe fn multiply(self, t: usize, threads: usize, left: Rows, rpack: *const u16) {
         let (rp, kp, cp) = (
             self.rows.div_ceil(T),
             self.k.div_ceil(T),
@@ -257,11 +276,11 @@ impl Product {
                         } else {
                             (outer, inner)
                         };
-                        let l = lpack.add((pi * kp + s0) * T * T);
+                        let l = left.base.add(pi * left.panel + s0 * left.step);
                         let r = rpack.add((pj * kp + s0) * T * T);
                         let at = (o * other + inner) * T * T;
                         let tile = &mut sums[at..at + T * T];
-                        block_product(l, r, steps, tile.as_mut_ptr(), piece > 0);
+                        block_product(l, left, r, steps, tile.as_mut_ptr(), piece > 0);
                         if piece + 1 == pieces {
                             self.store(tile, pi * T, pj * T);
                         }
@@ -289,6 +308,20 @@ impl Product {
         }
     }
 }
+
+/// Where the left operand's blocks are: block `(row panel p, k step s)` starts at
+/// `base + p*panel + s*step`, its rows `row` elements apart (packed: 32; read in place:
+/// the operand's row length).
+#[derive(Clone, Copy)]
+struct Rows {
+    base: *const u16,
+    row: usize,
+    step: usize,
+    panel: usize,
+}
+// SAFETY: only read, while the product runs.
+unsafe impl Send for Rows {}
+unsafe impl Sync for Rows {}
 
 /// Thread `t`'s contiguous share of `count` items.
 fn share(t: usize, threads: usize, count: usize) -> std::ops::Range<usize> {
@@ -424,10 +457,11 @@ fn tile_config() -> TileConfig {
 }
 
 /// `tile [32 x 32] f32 (+)= A panel . B panel` over `ksteps` steps of 32, adding to the
-/// tile's sums when `accumulate`.
+/// tile's sums when `accumulate`; `ap` is the block's first row, laid out as `left` says.
 #[inline(never)]
 unsafe fn block_product(
     ap: *const u16,
+    left: Rows,
     bp: *const u16,
     ksteps: usize,
     tile: *mut f32,
@@ -454,21 +488,23 @@ unsafe fn block_product(
         );
     }
     let stride: usize = 64;
+    let a_stride = left.row * 2;
     let (mut a, mut b) = (ap, bp);
     for _ in 0..ksteps {
         asm!(
-            "tileloadd tmm4, [{a} + {s}*1]",
-            "tileloadd tmm5, [{a2} + {s}*1]",
+            "tileloadd tmm4, [{a} + {sa}*1]",
+            "tileloadd tmm5, [{a2} + {sa}*1]",
             "tileloadd tmm6, [{b} + {s}*1]",
             "tileloadd tmm7, [{b2} + {s}*1]",
             "tdpbf16ps tmm0, tmm4, tmm6",
             "tdpbf16ps tmm1, tmm4, tmm7",
             "tdpbf16ps tmm2, tmm5, tmm6",
             "tdpbf16ps tmm3, tmm5, tmm7",
-            a = in(reg) a, a2 = in(reg) a.add(16 * T), b = in(reg) b, b2 = in(reg) b.add(16 * T),
-            s = in(reg) stride, options(nostack)
+            a = in(reg) a, a2 = in(reg) a.add(16 * left.row), b = in(reg) b,
+            b2 = in(reg) b.add(16 * T), s = in(reg) stride, sa = in(reg) a_stride,
+            options(nostack)
         );
-        a = a.add(T * T);
+        a = a.add(left.step);
         b = b.add(T * T);
     }
     asm!(
@@ -506,8 +542,9 @@ mod tests {
             eprintln!("no AMX bf16 on this machine: nothing to check");
             return;
         }
-        // k = 300: ten steps of 32, so the sums are carried between two pieces.
-        for (m, k, n) in [(37, 70, 45), (37, 300, 45)] {
+        // k = 300: ten steps of 32, so the sums are carried between two pieces; whole
+        // blocks (64 x 96, 64 x 320) let the tiles read a row-major left operand in place.
+        for (m, k, n) in [(37, 70, 45), (37, 300, 45), (64, 96, 45), (64, 320, 64)] {
             check_every_layout(m, k, n);
         }
     }
