@@ -83,6 +83,16 @@ struct View {
 }
 
 impl View {
+    /// `op` read as a `rows x cols` matrix.
+    fn of(op: Operand, rows: usize, cols: usize) -> View {
+        let (rs, cs) = if op.transposed { (1, rows) } else { (cols, 1) };
+        View {
+            data: op.data,
+            rs,
+            cs,
+        }
+    }
+
     fn transposed(self) -> View {
         View {
             rs: self.cs,
@@ -118,32 +128,7 @@ pub unsafe fn matmul_bf16(
     out: *mut u16,
     threads: usize,
 ) {
-    let av = if a.transposed {
-        View {
-            data: a.data,
-            rs: 1,
-            cs: m,
-        }
-    } else {
-        View {
-            data: a.data,
-            rs: k,
-            cs: 1,
-        }
-    };
-    let bv = if b.transposed {
-        View {
-            data: b.data,
-            rs: 1,
-            cs: k,
-        }
-    } else {
-        View {
-            data: b.data,
-            rs: n,
-            cs: 1,
-        }
-    };
+    let (av, bv) = (View::of(a, m, k), View::of(b, k, n));
     // Elements packed against their storage order, directly and transposed.
     let against = |rows_view: View, rows: usize, vnni_view: View, cols: usize| {
         (if rows_view.cs == 1 { 0 } else { rows * k })
