@@ -109,13 +109,12 @@ struct Out(*mut u16);
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 unsafe impl Send for View {}
+unsafe impl Send for Operand {}
+unsafe impl Sync for Operand {}
 unsafe impl Sync for View {}
 
 /// `out [m, n] = a [m, k] . b [k, n]` in bf16 (f32 sums), on AMX tiles with `threads`
 /// threads. Call only when [`available`] is true.
-///
-/// Packing reads one operand across its storage when it is stored the other way round,
-/// so of `A . B` and `(B^T . A^T)^T` the one with less of that is computed.
 ///
 /// # Safety
 /// `a`, `b` and `out` must point to `m*k`, `k*n` and `m*n` valid elements.
@@ -128,36 +127,48 @@ pub unsafe fn matmul_bf16(
     out: *mut u16,
     threads: usize,
 ) {
-    let (av, bv) = (View::of(a, m, k), View::of(b, k, n));
-    // Elements packed against their storage order, directly and transposed.
-    let against = |rows_view: View, rows: usize, vnni_view: View, cols: usize| {
-        (if rows_view.cs == 1 { 0 } else { rows * k })
-            + (if vnni_view.cs == 1 { 0 } else { k * cols })
+    Product::plan(m, k, n, a, b, Out(out)).run(threads.max(1));
+}
+
+/// `batch` products [`matmul_bf16`]-style, the items of `a`, `b` and `out` `m*k`, `k*n`
+/// and `m*n` elements apart. With at least as many products as threads, each thread
+/// computes whole products (one set of threads for all); otherwise they share each one.
+///
+/// # Safety
+/// `a`, `b` and `out` must point to `batch` times as many valid elements.
+pub unsafe fn matmul_bf16_batched(
+    batch: usize,
+    (m, k, n): (usize, usize, usize),
+    a: Operand,
+    b: Operand,
+    out: *mut u16,
+    threads: usize,
+) {
+    let out = Out(out);
+    let item = move |i: usize| {
+        let (a, b, out) = (a, b, out); // whole values, not their raw-pointer fields
+        let a = Operand {
+            data: a.data.add(i * m * k),
+            ..a
+        };
+        let b = Operand {
+            data: b.data.add(i * k * n),
+            ..b
+        };
+        Product::plan(m, k, n, a, b, Out(out.0.add(i * m * n)))
     };
-    let direct = against(av, m, bv, n);
-    let flipped = against(bv.transposed(), n, av.transposed(), m);
-    let p = if flipped < direct {
-        Product {
-            rows: n,
-            k,
-            cols: m,
-            left: bv.transposed(),
-            right: av.transposed(),
-            out: Out(out),
-            out_transposed: true,
+    let threads = threads.max(1);
+    if batch < threads {
+        (0..batch).for_each(|i| item(i).run(threads));
+        return;
+    }
+    let mine = move |t: usize| (t..batch).step_by(threads).for_each(|i| item(i).run(1));
+    std::thread::scope(|s| {
+        for t in 1..threads {
+            s.spawn(move || mine(t));
         }
-    } else {
-        Product {
-            rows: m,
-            k,
-            cols: n,
-            left: av,
-            right: bv,
-            out: Out(out),
-            out_transposed: false,
-        }
-    };
-    p.run(threads.max(1));
+        mine(0);
+    });
 }
 
 /// `left [rows, k] . right [k, cols]`, written to `out` (transposed if asked).
@@ -173,6 +184,41 @@ struct Product {
 }
 
 impl Product {
+    /// `a [m, k] . b [k, n]` into `out`. Packing reads one operand across its storage
+    /// when it is stored the other way round, so of `A . B` and `(B^T . A^T)^T` the one
+    /// with less of that is planned.
+    fn plan(m: usize, k: usize, n: usize, a: Operand, b: Operand, out: Out) -> Product {
+        let (av, bv) = (View::of(a, m, k), View::of(b, k, n));
+        // Elements packed against their storage order.
+        let against = |rows_view: View, rows: usize, vnni_view: View, cols: usize| {
+            (if rows_view.cs == 1 { 0 } else { rows * k })
+                + (if vnni_view.cs == 1 { 0 } else { k * cols })
+        };
+        let direct = against(av, m, bv, n);
+        let flipped = against(bv.transposed(), n, av.transposed(), m);
+        if flipped < direct {
+            Product {
+                rows: n,
+                k,
+                cols: m,
+                left: bv.transposed(),
+                right: av.transposed(),
+                out,
+                out_transposed: true,
+            }
+        } else {
+            Product {
+                rows: m,
+                k,
+                cols: n,
+                left: av,
+                right: bv,
+                out,
+                out_transposed: false,
+            }
+        }
+    }
+
     unsafe fn run(self, threads: usize) {
         let (rp, kp, cp) = (
             self.rows.div_ceil(T),

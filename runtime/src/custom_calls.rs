@@ -270,16 +270,14 @@ unsafe extern "C" fn bf16_dot<const LT: bool, const RT: bool>(
         );
     }
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
-    for b in 0..batch {
-        let a = amx::Operand {
-            data: (l.data as *const u16).add(b * m * k),
-            transposed: LT,
-        };
-        let w = amx::Operand {
-            data: (r.data as *const u16).add(b * k * n),
-            transposed: RT,
-        };
-        amx::matmul_bf16(m, k, n, a, w, (o.data as *mut u16).add(b * m * n), threads);
-    }
+    let a = amx::Operand {
+        data: l.data as *const u16,
+        transposed: LT,
+    };
+    let w = amx::Operand {
+        data: r.data as *const u16,
+        transposed: RT,
+    };
+    amx::matmul_bf16_batched(batch, (m, k, n), a, w, o.data as *mut u16, threads);
     std::ptr::null_mut()
 }

@@ -45,18 +45,32 @@ fn custom_call_products_equal_xla_bf16_dots() {
     let nn = x.dot_general(&g, contract(2, 0)); // [2, 100, 77]
     let tn = g.dot_general(&g, contract(0, 0)); // [77, 77], left stored [k, m]
     let tt = g.dot_general(&w, contract(0, 1)); // [77, 77], both transposed
-    let f = b.build(&[&nt, &nn, &tn, &tt]).unwrap();
+                                                // Batched, the right operand's batch dimension second (as the experts' slots are).
+    let e = b.parameter("e", bf16s(&[4, 96, 300]));
+    let z = b.parameter("z", bf16s(&[40, 4, 300]));
+    let batched = e.dot_general(
+        &z,
+        DotDims {
+            lhs_batch: vec![0],
+            rhs_batch: vec![1],
+            lhs_contracting: vec![2],
+            rhs_contracting: vec![2],
+        },
+    ); // [4, 96, 40]
+    let f = b.build(&[&nt, &nn, &tn, &tt, &batched]).unwrap();
     let ours = EmitOptions {
         bf16_dot_call: Some(prefix.to_string()),
         ..EmitOptions::default()
     };
     let with_calls = to_stablehlo(&f, &ours).unwrap();
-    assert_eq!(with_calls.matches("stablehlo.custom_call").count(), 4);
+    assert_eq!(with_calls.matches("stablehlo.custom_call").count(), 5);
     let xla = to_stablehlo(&f, &EmitOptions::default()).unwrap();
     let inputs = [
         Literal::from_slice(&[2, 100, 300], &values(60_000, 1)).unwrap(),
         Literal::from_slice(&[77, 300], &values(23_100, 2)).unwrap(),
         Literal::from_slice(&[300, 77], &values(23_100, 3)).unwrap(),
+        Literal::from_slice(&[4, 96, 300], &values(115_200, 4)).unwrap(),
+        Literal::from_slice(&[40, 4, 300], &values(48_000, 5)).unwrap(),
     ];
     let run = |text: &str| -> Vec<Vec<f64>> {
         let exe = client.compile(text, &CompileOptions::default()).unwrap();

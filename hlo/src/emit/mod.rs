@@ -49,11 +49,11 @@ pub enum Partitioner {
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct EmitOptions {
     pub partitioner: Partitioner,
-    /// When set, bf16 x bf16 `dot_general`s of rank 2 (or rank 3 with a leading batch
-    /// dimension on both sides) with one contracting dimension each are emitted as
-    /// `stablehlo.custom_call @{prefix}_{l}{r}` (typed FFI), where `l` is `t` when the left
-    /// operand is stored `[k, m]` (else `n`) and `r` is `t` when the right one is stored
-    /// `[n, k]`: a backend's own kernel for the products its compiler would widen to f32.
+    /// When set, large bf16 `dot_general`s are emitted as `stablehlo.custom_call
+    /// @{prefix}_{l}{r}` (typed FFI) on rank-3 operands: `[B, M, K]` (`l` = `n`) or
+    /// `[B, K, M]` (`t`) times `[B, K, N]` (`r` = `n`) or `[B, N, K]` (`t`), giving
+    /// `[B, M, N]`: a backend's own kernel for the products its compiler would widen to
+    /// f32 (see `bf16_dot_call` in `ops.rs` for which dots and how they are reshaped).
     pub bf16_dot_call: Option<String>,
 }
 

@@ -400,7 +400,7 @@ fn bf16_dot_call(
         size(lhs.1, lc),
         size(rhs.1, &rf),
     );
-    if !all_bf16 || b != 1 || m * k * n < MIN_CALL_PRODUCT || m * k * n == 0 {
+    if !all_bf16 || b * m * k * n < MIN_CALL_PRODUCT || b * m * k * n == 0 {
         return None;
     }
     let cat = |parts: [&[i64]; 3]| parts.concat();
