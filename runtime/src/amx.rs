@@ -28,7 +28,10 @@ fn cpu_has_amx_bf16() -> bool {
     {
         // CPUID leaf 7, sub-leaf 0: EDX bit 22 is AMX-BF16, bit 24 AMX-TILE.
         let r = std::arch::x86_64::__cpuid_count(7, 0);
-        r.edx & (1 << 22) != 0 && r.edx & (1 << 24) != 0
+        // The packing uses AVX-512BW (every AMX CPU has it; checked all the same).
+        r.edx & (1 << 22) != 0
+            && r.edx & (1 << 24) != 0
+            && std::arch::is_x86_feature_detected!("avx512bw")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

@@ -4,7 +4,8 @@
 //!
 //! The one family today is [`BF16_DOT`]: bf16 products on AMX tiles ([`crate::amx`]),
 //! which XLA CPU would compute in f32. The handlers decode XLA's call frame (the C structs
-//! of `xla/ffi/api/c_api.h`, declared below) and run in the calling XLA thread.
+//! of `xla/ffi/api/c_api.h`, declared below) and run in the calling XLA thread, which
+//! starts one more thread per further core for the product.
 
 use crate::amx;
 use crate::api::Api;
