@@ -443,37 +443,39 @@ unsafe fn pack_vnni(v: View, k: usize, cols: usize, pj: usize, dst: *mut u16) {
     }
 }
 
-/// Two rows of 32 bf16 (`k` and `k + 1`) as 32 words `(r0[c], r1[c])`, columns 0-15 in
-/// the first vector and 16-31 in the second.
+/// Word lane `2c` takes `a[c]`, lane `2c + 1` takes `b[c]` (index `32 + c`): for the
+/// columns 0-15 and 16-31 of two rows.
+const INTERLEAVE: [[i16; 32]; 2] = {
+    let mut lanes = [[0i16; 32]; 2];
+    let mut half = 0;
+    while half < 2 {
+        let mut c = 0;
+        while c < 16 {
+            lanes[half][2 * c] = (half * 16 + c) as i16;
+            lanes[half][2 * c + 1] = (32 + half * 16 + c) as i16;
+            c += 1;
+        }
+        half += 1;
+    }
+    lanes
+};
+
+/// Two rows of 32 bf16 (`k` and `k + 1`) as 32 words `(r0[c], r1[c])` into a packed
+/// block: columns 0-15 at `dst`, 16-31 at `dst + 256`.
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn interleave(r0: *const u16, r1: *const u16) -> [std::arch::x86_64::__m512i; 2] {
+unsafe fn interleave_rows(r0: *const u16, r1: *const u16, dst: *mut u32) {
     use std::arch::x86_64::*;
     let (a, b) = (
         _mm512_loadu_si512(r0 as *const _),
         _mm512_loadu_si512(r1 as *const _),
     );
-    // Word lane 2c takes a[c], lane 2c + 1 takes b[c] (index 32 + c), for c in a half.
-    let index = |half: i16| {
-        let mut lanes = [0i16; 32];
-        for c in 0..16 {
-            lanes[2 * c] = half * 16 + c as i16;
-            lanes[2 * c + 1] = 32 + half * 16 + c as i16;
-        }
-        _mm512_loadu_si512(lanes.as_ptr() as *const _)
-    };
-    [
-        _mm512_permutex2var_epi16(a, index(0), b),
-        _mm512_permutex2var_epi16(a, index(1), b),
-    ]
-}
-
-/// [`interleave`] into a packed block: the halves 256 words apart.
-#[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn interleave_rows(r0: *const u16, r1: *const u16, dst: *mut u32) {
-    use std::arch::x86_64::*;
-    let [lo, hi] = interleave(r0, r1);
-    _mm512_storeu_si512(dst as *mut _, lo);
-    _mm512_storeu_si512(dst.add(256) as *mut _, hi);
+    for (half, lanes) in INTERLEAVE.iter().enumerate() {
+        let index = _mm512_loadu_si512(lanes.as_ptr() as *const _);
+        _mm512_storeu_si512(
+            dst.add(256 * half) as *mut _,
+            _mm512_permutex2var_epi16(a, index, b),
+        );
+    }
 }
 
 /// The 64-byte tile configuration: palette 1, eight tiles of 16 rows x 64 bytes.

@@ -270,7 +270,9 @@ unsafe extern "C" fn bf16_dot<const LT: bool, const RT: bool>(
             "gptsan_bf16_dot: result shape does not match the operands",
         );
     }
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    let threads =
+        *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |t| t.get()));
     let a = amx::Operand {
         data: l.data as *const u16,
         transposed: LT,
