@@ -262,6 +262,60 @@ impl Builder {
         out
     }
 
+    /// A composite named `name` (see [`Op::Composite`]): `decomposition` builds what it
+    /// computes from the operands' types, in a graph of its own (outer values enter only
+    /// as operands).
+    #[track_caller]
+    pub fn composite(
+        &self,
+        name: &str,
+        operands: &[Tensor],
+        decomposition: impl FnOnce(&Builder, &[Tensor]) -> Vec<Tensor>,
+    ) -> Vec<Tensor> {
+        let args: Vec<&Tensor> = operands.iter().collect();
+        let Some(f) = self.region(name, &args, decomposition) else {
+            return vec![self.placeholder(Shape::scalar(DType::F32))];
+        };
+        let op = Op::Composite {
+            name: name.to_string(),
+            decomposition: Box::new(f),
+        };
+        self.apply(op, &args)
+    }
+
+    /// `f`'s nodes appended to this graph with `args` for its parameters: its outputs, as
+    /// if `f` had been built here (a composite's decomposition, for its gradient).
+    #[track_caller]
+    pub fn inline(&self, f: &Function, args: &[Tensor]) -> Vec<Tensor> {
+        let mut values: Vec<Vec<Tensor>> = Vec::with_capacity(f.nodes.len());
+        for node in &f.nodes {
+            let outs = match &node.op {
+                Op::Parameter { index } => match args.get(*index) {
+                    Some(a) => vec![a.clone()],
+                    None => vec![self.fail(
+                        "inline",
+                        &[],
+                        format!("`{}` has no argument {index}", f.name),
+                        node.outputs[0].clone(),
+                    )],
+                },
+                op => {
+                    let operands: Vec<&Tensor> = node
+                        .operands
+                        .iter()
+                        .map(|v| &values[v.node][v.output])
+                        .collect();
+                    self.apply(op.clone(), &operands)
+                }
+            };
+            values.push(outs);
+        }
+        f.outputs
+            .iter()
+            .map(|o| values[o.value.node][o.value.output].clone())
+            .collect()
+    }
+
     /// Builds a while loop's condition or body as a function of the carried values'
     /// types; records its build error here and returns None on failure.
     #[track_caller]

@@ -39,6 +39,13 @@ pub fn dot_work(f: &Function) -> DotWork {
             Op::While { cond, body } => {
                 work.dots_in_loops += count_dots(cond) + count_dots(body);
             }
+            // Counted as its decomposition, whichever kernel runs it.
+            Op::Composite { decomposition, .. } => {
+                let inner = dot_work(decomposition);
+                work.flops += inner.flops;
+                work.dots += inner.dots;
+                work.dots_in_loops += inner.dots_in_loops;
+            }
             _ => {}
         }
     }
@@ -52,6 +59,7 @@ fn count_dots(f: &Function) -> usize {
         .map(|n| match &n.op {
             Op::DotGeneral { .. } => 1,
             Op::While { cond, body } => count_dots(cond) + count_dots(body),
+            Op::Composite { decomposition, .. } => count_dots(decomposition),
             _ => 0,
         })
         .sum()

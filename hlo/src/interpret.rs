@@ -1320,6 +1320,14 @@ fn eval_node(node: &Node, ops: &[&Value], args: &[Literal]) -> R<Vec<Value>> {
             }
             state.iter().map(Value::from_literal).collect()
         }
+        Op::Composite {
+            name,
+            decomposition,
+        } => {
+            let args: Vec<Literal> = ops.iter().map(|v| v.to_literal()).collect();
+            let out = evaluate(decomposition, &args).map_err(|e| format!("in `{name}`: {e}"))?;
+            out.iter().map(Value::from_literal).collect()
+        }
         Op::ShardingConstraint { .. } | Op::StopGradient => Ok(vec![x()?.clone()]),
     }
 }

@@ -214,6 +214,15 @@ pub enum Op {
         cond: Box<Function>,
         body: Box<Function>,
     },
+    /// A named computation with its meaning given by `decomposition` (a function of the
+    /// operands, returning the outputs), as StableHLO's `composite`: a backend that has
+    /// its own kernel for `name` may run that instead (see
+    /// [`crate::EmitOptions::composite_calls`]); everywhere else, in the interpreter and
+    /// for autodiff, the decomposition is what it computes.
+    Composite {
+        name: String,
+        decomposition: Box<Function>,
+    },
 }
 
 impl Op {
@@ -276,6 +285,7 @@ impl Op {
             Op::ShardingConstraint { .. } => "sharding_constraint",
             Op::StopGradient => "stop_gradient",
             Op::While { .. } => "while",
+            Op::Composite { .. } => "composite",
         }
     }
 }

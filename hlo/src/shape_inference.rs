@@ -574,7 +574,29 @@ pub fn infer(op: &Op, operands: &[Shape]) -> R {
             }
             Ok(operands.to_vec())
         }
+        Op::Composite { decomposition, .. } => composite_outputs(decomposition, operands),
     }
+}
+
+/// A composite's outputs are its decomposition's; the decomposition takes exactly the
+/// operands.
+fn composite_outputs(f: &crate::ir::Function, operands: &[Shape]) -> Result<Vec<Shape>, String> {
+    let params: Vec<&Shape> = f.params.iter().map(|p| &p.shape).collect();
+    if params != operands.iter().collect::<Vec<_>>() {
+        let params: Vec<String> = params.iter().map(|s| s.to_string()).collect();
+        return Err(format!(
+            "the decomposition must take the operands' types ({}), it takes ({})",
+            join(operands),
+            params.join(", ")
+        ));
+    }
+    (0..f.outputs.len())
+        .map(|k| {
+            f.output_shape(k)
+                .cloned()
+                .ok_or_else(|| format!("decomposition output {k} refers to no value"))
+        })
+        .collect()
 }
 
 /// A while loop's condition or body takes exactly the loop-carried values.

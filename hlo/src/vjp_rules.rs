@@ -19,6 +19,8 @@
 //!   (out of bounds) still gets the clamped window's cotangent: keep indices in bounds.
 //! - `sort`: gradients flow to the sorted values (all floating-point operands) through
 //!   the stable sort permutation.
+//! - `composite`: the gradient of its decomposition, inlined into the graph (so a
+//!   backend's own kernel for the composite runs only where nothing differentiates it).
 //! - `remainder` and `while` have no rule (a clear [`AutodiffError::MissingRule`]):
 //!   nothing in GPTSAN differentiates them (the while loop runs generation, which is
 //!   inference only).
@@ -170,6 +172,7 @@ pub(crate) fn vjp(r: &RuleInput) -> Cts {
             node: r.node_id,
         }),
         Op::Binary(op) => Ok(binary_vjp(r, *op)),
+        Op::Composite { decomposition, .. } => composite_vjp(r, decomposition),
         Op::DotGeneral { dims } => {
             let g = r.ct(0);
             Ok(vec![
@@ -558,4 +561,19 @@ fn sort_vjp(r: &RuleInput, dim: i64, descending: bool) -> Vec<Option<Tensor>> {
         out[i] = unsorted.get(j + 1).cloned();
     }
     out
+}
+
+/// The decomposition inlined after the composite (recomputing what the backward pass
+/// needs from it) and differentiated like any other ops.
+fn composite_vjp(r: &RuleInput, decomposition: &crate::ir::Function) -> Cts {
+    let outs = r.builder.inline(decomposition, r.operands);
+    let cts: Vec<Tensor> = (0..outs.len()).map(|k| r.ct(k)).collect();
+    let wrt: Vec<Tensor> = (0..r.operands.len())
+        .filter(|&i| r.need(i))
+        .map(|i| r.operands[i].clone())
+        .collect();
+    let mut grads = crate::autodiff::vjp(&outs, &cts, &wrt)?.into_iter();
+    Ok((0..r.operands.len())
+        .map(|i| if r.need(i) { grads.next() } else { None })
+        .collect())
 }

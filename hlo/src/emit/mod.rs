@@ -28,7 +28,7 @@ mod tests;
 
 use crate::ir::{Function, Op, ValueRef};
 use crate::sharding::{Mesh, PartitionSpec};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write;
 
 pub use constant::dense_attr;
@@ -55,6 +55,11 @@ pub struct EmitOptions {
     /// `[B, M, N]`: a backend's own kernel for the products its compiler would widen to
     /// f32 (see `bf16_dot_call` in `ops.rs` for which dots and how they are reshaped).
     pub bf16_dot_call: Option<String>,
+    /// Composites (by name) that a backend runs as its own kernel: each becomes
+    /// `stablehlo.custom_call @{target}(operands) {api_version = 4 : i32}` (typed FFI)
+    /// with the composite's result types. Every other composite is emitted as its
+    /// decomposition, inline.
+    pub composite_calls: BTreeMap<String, String>,
 }
 
 impl EmitOptions {
@@ -472,8 +477,39 @@ impl<'a> Emitter<'a> {
                 self.refs[id] = vec![self.value(*v)];
                 Ok(())
             }
+            Op::Composite {
+                name,
+                decomposition,
+            } => match self.opts.composite_calls.get(name) {
+                Some(target) => ops::custom_call(self, id, target).map_err(malformed),
+                None => self.inline(decomposition, id),
+            },
             _ => ops::emit(self, id).map_err(malformed),
         }
+    }
+
+    /// Emits `sub` (the decomposition of the composite at node `owner`) in place, its
+    /// parameters bound to the composite's operands; the composite's results are its
+    /// outputs.
+    fn inline(&mut self, sub: &'a Function, owner: usize) -> Result<(), EmitError> {
+        let args: Vec<String> = self.f.nodes[owner]
+            .operands
+            .iter()
+            .map(|v| self.value(*v).trim_start_matches('%').to_string())
+            .collect();
+        let mut inner = Emitter::new(sub, self.opts)?;
+        inner.namer = std::mem::take(&mut self.namer);
+        inner.arg_names = args;
+        inner.mesh = self.mesh;
+        inner.indent = self.indent.clone();
+        inner.prefix = Some(format!("{}c{owner}_", self.prefix.as_deref().unwrap_or("")));
+        let emitted = inner.nodes();
+        let results: Vec<String> = sub.outputs.iter().map(|o| inner.value(o.value)).collect();
+        self.namer = std::mem::take(&mut inner.namer);
+        emitted?;
+        self.body.push_str(&inner.body);
+        self.refs[owner] = results;
+        Ok(())
     }
 }
 

@@ -257,10 +257,34 @@ pub(super) fn emit<'a>(e: &mut Emitter<'a>, id: usize) -> Result<(), String> {
             let ind = &e.indent;
             format!("\"stablehlo.while\"({a}) ({{\n{c}{ind}}}, {{\n{b}{ind}}}) : {fn_type}")
         }
-        Op::Parameter { .. } | Op::StopGradient => {
+        Op::Parameter { .. } | Op::StopGradient | Op::Composite { .. } => {
             return Err("handled by the caller".to_string());
         }
     };
+    let lhs = e.define(id);
+    line(e, &lhs, &text);
+    Ok(())
+}
+
+/// Node `id` (a composite) as a call of the backend's kernel `target`, with the
+/// composite's operands and result types.
+pub(super) fn custom_call(e: &mut Emitter, id: usize, target: &str) -> Result<(), String> {
+    let node = &e.f.nodes[id];
+    let args: Vec<String> = node.operands.iter().map(|v| e.value(*v)).collect();
+    let types: Vec<String> = node
+        .operands
+        .iter()
+        .map(|v| e.f.value_shape(*v).mlir_type())
+        .collect();
+    if node.outputs.is_empty() {
+        return Err("a call needs at least one result".into());
+    }
+    let text = format!(
+        "stablehlo.custom_call @{target}({}) {{api_version = 4 : i32}} : ({}) -> {}",
+        args.join(", "),
+        types.join(", "),
+        results_type(&node.outputs)
+    );
     let lhs = e.define(id);
     line(e, &lhs, &text);
     Ok(())
@@ -293,6 +317,7 @@ fn check_arity(op: &Op, operands: usize, outputs: usize) -> Result<(), String> {
             (1, usize::MAX)
         }
         Op::DynamicUpdateSlice => (2, usize::MAX),
+        Op::Composite { .. } => (0, usize::MAX),
     };
     if operands < min || operands > max {
         return Err(format!("unexpected number of operands: {operands}"));
@@ -300,6 +325,7 @@ fn check_arity(op: &Op, operands: usize, outputs: usize) -> Result<(), String> {
     let want = match op {
         Op::RngBitGenerator { .. } => 2,
         Op::Sort { .. } | Op::While { .. } => operands,
+        Op::Composite { .. } => outputs,
         _ => 1,
     };
     if outputs != want {
