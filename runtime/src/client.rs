@@ -306,6 +306,18 @@ impl Client {
         .then_some(crate::custom_calls::BF16_DOT)
     }
 
+    /// The custom-call target of our f32 masked attention kernel
+    /// ([`crate::custom_calls::MASKED_ATTENTION`]), when this is the CPU plugin on a CPU
+    /// with AVX-512 and `GPTSAN_ATTENTION` is not `xla`; None leaves attention to XLA's
+    /// ops.
+    pub fn masked_attention_call(&self) -> Option<&'static str> {
+        let wanted = std::env::var("GPTSAN_ATTENTION").map_or(true, |v| v != "xla");
+        (wanted
+            && self.platform_name() == "cpu"
+            && crate::custom_calls::masked_attention_available(self.inner.api))
+        .then_some(crate::custom_calls::MASKED_ATTENTION)
+    }
+
     pub fn plugin_path(&self) -> &Path {
         self.inner.api.path()
     }

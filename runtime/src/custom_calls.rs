@@ -2,15 +2,22 @@
 //! plugin through its PJRT FFI extension, that a program reaches with
 //! `stablehlo.custom_call @name(...) {api_version = 4 : i32}`.
 //!
-//! The one family today is [`BF16_DOT`]: bf16 products on AMX tiles ([`crate::amx`]),
-//! which XLA CPU would compute in f32. The handlers decode XLA's call frame (the C structs
-//! of `xla/ffi/api/c_api.h`, declared below) and run in the calling XLA thread, which
-//! starts one more thread per further core for the product.
+//! Two kernels today:
+//! - [`BF16_DOT`]: bf16 products on AMX tiles ([`crate::amx`]), which XLA CPU would
+//!   compute in f32;
+//! - [`MASKED_ATTENTION`]: f32 `softmax(q k^T + mask) v` in one pass per group of
+//!   queries ([`crate::masked_attention`]), which XLA CPU computes in several passes
+//!   over the scores.
+//!
+//! The handlers decode XLA's call frame (the C structs of `xla/ffi/api/c_api.h`,
+//! declared below) and run in the calling XLA thread, which starts one more thread per
+//! further core for the work.
 
 use crate::amx;
 use crate::api::Api;
 use crate::error::{Error, Result};
 use crate::ffi::{PJRT_Error, PJRT_Extension_Base};
+use crate::masked_attention;
 use std::os::raw::{c_char, c_int, c_void};
 use std::sync::OnceLock;
 
@@ -43,6 +50,36 @@ pub fn bf16_dot_available(api: &'static Api) -> bool {
         }
         true
     })
+}
+
+/// The masked attention kernel's target: operands `q [B, T, H, dh]`, `k` and `v
+/// `[B, S, H, dh]`, `mask [B, T, S]` (added to the scores; at most
+/// [`masked_attention::HIDDEN`] hides a key), result `softmax(q k^T + mask) v` per head,
+/// `[B, T, H, dh]`, all f32.
+pub const MASKED_ATTENTION: &str = "gptsan_masked_attention";
+
+/// Registers [`MASKED_ATTENTION`] once per process where it can run (a CPU plugin with
+/// the FFI extension, a CPU with AVX-512); whether programs may call it.
+pub fn masked_attention_available(api: &'static Api) -> bool {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    *REGISTERED.get_or_init(|| {
+        if !masked_attention::available() {
+            return false;
+        }
+        match register(api, MASKED_ATTENTION, "Host", masked_attention_call) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "attention stays with XLA's ops");
+                false
+            }
+        }
+    })
+}
+
+/// The cores a kernel may use, read once.
+fn cores() -> usize {
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |t| t.get()))
 }
 
 const PJRT_EXTENSION_TYPE_FFI: c_int = 5;
@@ -181,6 +218,7 @@ struct CallFrame {
 const METADATA_EXTENSION: c_int = 1;
 const STAGE_EXECUTE: c_int = 3;
 const BUFFER: c_int = 1;
+const DTYPE_F32: c_int = 11;
 const DTYPE_BF16: c_int = 16;
 const ERROR_INVALID_ARGUMENT: c_int = 3;
 
@@ -270,9 +308,7 @@ unsafe extern "C" fn bf16_dot<const LT: bool, const RT: bool>(
             "gptsan_bf16_dot: result shape does not match the operands",
         );
     }
-    static THREADS: OnceLock<usize> = OnceLock::new();
-    let threads =
-        *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |t| t.get()));
+    let threads = cores();
     let a = amx::Operand {
         data: l.data as *const u16,
         transposed: LT,
@@ -282,5 +318,70 @@ unsafe extern "C" fn bf16_dot<const LT: bool, const RT: bool>(
         transposed: RT,
     };
     amx::matmul_bf16_batched(batch, (m, k, n), a, w, o.data as *mut u16, threads);
+    std::ptr::null_mut()
+}
+
+/// The sizes of an attention call, if the shapes agree.
+fn attention_sizes(
+    q: &[i64],
+    k: &[i64],
+    v: &[i64],
+    mask: &[i64],
+    out: &[i64],
+) -> Option<masked_attention::Dims> {
+    let [b, t, h, dh] = *q else { return None };
+    let [_, s, _, _] = *k else { return None };
+    let fits = k == [b, s, h, dh] && v == k && mask == [b, t, s] && out == q;
+    let size = |x: i64| usize::try_from(x).ok();
+    (fits && s > 0).then_some(())?;
+    Some(masked_attention::Dims {
+        batch: size(b)?,
+        heads: size(h)?,
+        queries: size(t)?,
+        keys: size(s)?,
+        head_dim: size(dh)?,
+    })
+}
+
+unsafe extern "C" fn masked_attention_call(frame: *mut CallFrame) -> *mut c_void {
+    let frame = &*frame;
+    if answer_metadata(frame) || frame.stage != STAGE_EXECUTE {
+        return std::ptr::null_mut();
+    }
+    let (Some(q), Some(k), Some(v), Some(m), Some(o)) = (
+        buffer(&frame.args, 0),
+        buffer(&frame.args, 1),
+        buffer(&frame.args, 2),
+        buffer(&frame.args, 3),
+        buffer(&frame.rets, 0),
+    ) else {
+        return error(
+            frame,
+            "gptsan_masked_attention: expected four operand buffers and one result",
+        );
+    };
+    if [q.dtype, k.dtype, v.dtype, m.dtype, o.dtype] != [DTYPE_F32; 5] {
+        return error(
+            frame,
+            "gptsan_masked_attention: operands and result must be f32",
+        );
+    }
+    let Some(d) = attention_sizes(dims(q), dims(k), dims(v), dims(m), dims(o)) else {
+        return error(
+            frame,
+            "gptsan_masked_attention: expected q and result [B, T, H, dh], k and v [B, S, H, dh], mask [B, T, S]",
+        );
+    };
+    if d.batch * d.heads * d.queries * d.head_dim == 0 {
+        return std::ptr::null_mut();
+    }
+    let ops = masked_attention::Operands {
+        q: q.data as *const f32,
+        k: k.data as *const f32,
+        v: v.data as *const f32,
+        mask: m.data as *const f32,
+        out: o.data as *mut f32,
+    };
+    masked_attention::run(ops, d, cores());
     std::ptr::null_mut()
 }

@@ -30,6 +30,7 @@ pub mod custom_calls;
 pub mod error;
 pub mod executable;
 pub mod ffi;
+pub mod masked_attention;
 pub mod options;
 pub mod plugin;
 mod signature;
