@@ -2,6 +2,7 @@
 //! [`Program`], move literals to and from devices, and run programs on one device or on a
 //! mesh of devices (splitting and reassembling shards on the host).
 
+use crate::model::attention::MASKED_ATTENTION;
 use anyhow::{anyhow, bail, Context, Result};
 use hlo::emit::{to_stablehlo, EmitOptions};
 use hlo::{Function, Literal, Mesh, PartitionSpec};
@@ -86,18 +87,21 @@ impl Device {
         self.compile_with(f, &self.emit_options(f))
     }
 
-    /// Shardy annotations, and bf16 products as calls to our AMX kernel where the client
-    /// has it ([`runtime::Client::bf16_dot_call`]); on one device only, as a custom call
-    /// has no rule for splitting it over a mesh.
-    fn emit_options(&self, f: &Function) -> EmitOptions {
+    /// Shardy annotations, and our kernels where the client has them: bf16 products on
+    /// AMX ([`runtime::Client::bf16_dot_call`]) and the masked attention composite
+    /// ([`runtime::Client::masked_attention_call`]); on one device only, as a custom
+    /// call has no rule for splitting it over a mesh.
+    pub fn emit_options(&self, f: &Function) -> EmitOptions {
         let one_device = f.mesh.as_ref().is_none_or(|m| m.device_count() == 1);
-        EmitOptions {
-            bf16_dot_call: one_device
-                .then(|| self.client.bf16_dot_call())
-                .flatten()
-                .map(String::from),
-            ..EmitOptions::default()
+        let mut opts = EmitOptions::default();
+        if one_device {
+            opts.bf16_dot_call = self.client.bf16_dot_call().map(String::from);
+            if let Some(target) = self.client.masked_attention_call() {
+                opts.composite_calls
+                    .insert(MASKED_ATTENTION.to_string(), target.to_string());
+            }
         }
+        opts
     }
 
     /// Emits `f` with the given partitioner's annotations and compiles it.

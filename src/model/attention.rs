@@ -32,14 +32,22 @@ pub fn split_heads(x: &Tensor, heads: i64) -> Tensor {
 /// Self-attention of `x [B, T, d]`. `past` holds keys/values `[B, H, P, dh]` that come
 /// before the tokens; `mask_add [B, T, P+T]` is 0 where a key is visible and the f32
 /// minimum where it is not (so a row with no visible key attends uniformly, as the
-/// reference does).
+/// reference does). `composite`: use the [`MASKED_ATTENTION`] composite where it applies
+/// (f32, at least [`COMPOSITE_QUERIES`] tokens); for programs that are not
+/// differentiated, as its gradient would recompute the ops.
 pub fn self_attention(
     x: &Tensor,
     w: &AttentionWeights,
     heads: i64,
     past: Option<(&Tensor, &Tensor)>,
     mask_add: &Tensor,
+    composite: bool,
 ) -> AttentionOutput {
+    let applies =
+        [x, mask_add].iter().all(|t| t.dtype() == DType::F32) && x.dims()[1] >= COMPOSITE_QUERIES;
+    if composite && applies {
+        return composite_self_attention(x, w, heads, past, mask_add);
+    }
     let (q, mut k, mut v) = project_qkv(x, w, heads);
     if let Some((pk, pv)) = past {
         k = x.builder().concatenate(&[pk.clone(), k], 2);
@@ -50,6 +58,46 @@ pub fn self_attention(
         out,
         keys: k,
         values: v,
+    }
+}
+
+/// [`self_attention`] through the [`MASKED_ATTENTION`] composite, whose operands and
+/// result are token-major (`[B, T, H, dh]`, a reshape of the projections): a kernel
+/// reads the heads in place, and only the returned keys and values (the KV cache, if a
+/// program keeps it) are made head-major.
+fn composite_self_attention(
+    x: &Tensor,
+    w: &AttentionWeights,
+    heads: i64,
+    past: Option<(&Tensor, &Tensor)>,
+    mask_add: &Tensor,
+) -> AttentionOutput {
+    let (b, t, d) = (x.dims()[0], x.dims()[1], x.dims()[2]);
+    let dh = d / heads;
+    let tokens = |y: Tensor| y.reshape(&[b, t, heads, dh]);
+    let swap = |y: &Tensor| y.transpose(&[0, 2, 1, 3]);
+    let q = tokens(linear(x, w.q).mul_scalar((dh as f64).powf(-0.5)));
+    let (mut k, mut v) = (tokens(linear(x, w.k)), tokens(linear(x, w.v)));
+    if let Some((pk, pv)) = past {
+        k = x.builder().concatenate(&[swap(pk), k], 1);
+        v = x.builder().concatenate(&[swap(pv), v], 1);
+    }
+    let operands = [q, k.clone(), v.clone(), mask_add.clone()];
+    let ctx = x
+        .builder()
+        .composite(MASKED_ATTENTION, &operands, |_, a| {
+            vec![swap(&softmax_values(
+                &swap(&a[0]),
+                &swap(&a[1]),
+                &swap(&a[2]),
+                &a[3],
+            ))]
+        })
+        .remove(0);
+    AttentionOutput {
+        out: linear(&ctx.reshape(&[b, t, d]), w.out),
+        keys: swap(&k),
+        values: swap(&v),
     }
 }
 
@@ -74,9 +122,29 @@ pub fn project_qkv(x: &Tensor, w: &AttentionWeights, heads: i64) -> (Tensor, Ten
 /// sum stays a reduction in f32, as the rest of the softmax.
 const SUM_IN_PRODUCT_QUERIES: i64 = 64;
 
+/// Name of the composite that [`self_attention`] wraps its softmax in: a backend with
+/// its own kernel for it runs that instead of the ops (on the CPU plugin with AVX-512,
+/// `runtime::masked_attention`, which keeps each group of queries' scores in cache and
+/// skips the key blocks the mask hides). Operands `q [B, T, H, dh]`, `k` and `v
+/// [B, S, H, dh]`, `mask [B, T, S]`, all f32; result `softmax(q k^T + mask) v` per head,
+/// `[B, T, H, dh]` f32.
+pub const MASKED_ATTENTION: &str = "masked_attention";
+
+/// From this many tokens [`self_attention`] uses the [`MASKED_ATTENTION`] composite
+/// (when asked to): prefill and evaluation, not a decode step's single query.
+const COMPOSITE_QUERIES: i64 = 64;
+
 /// `softmax(q k^T + mask) v` with the softmax in f32, heads merged back to `[B, T, d]`
 /// and projected by `w_out`.
 pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask_add: &Tensor, w_out: &Tensor) -> Tensor {
+    let (b, h, t, dh) = (q.dims()[0], q.dims()[1], q.dims()[2], q.dims()[3]);
+    let ctx = softmax_values(q, k, v, mask_add);
+    let merged = ctx.transpose(&[0, 2, 1, 3]).reshape(&[b, t, h * dh]);
+    linear(&merged, w_out)
+}
+
+/// `softmax(q k^T + mask) v` per head, `[B, H, T, dh]` in `q`'s type (softmax in f32).
+fn softmax_values(q: &Tensor, k: &Tensor, v: &Tensor, mask_add: &Tensor) -> Tensor {
     let (b, h, t, dh) = (q.dims()[0], q.dims()[1], q.dims()[2], q.dims()[3]);
     let per_head = |lhs_contracting: i64, rhs_contracting: i64| DotDims {
         lhs_batch: vec![0, 1],
@@ -111,7 +179,5 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask_add: &Tensor, w_out: &Ten
             .convert(DType::F32);
         (ctx, total)
     };
-    let ctx = ctx.div(&total).convert(q.dtype()); // [B, H, T, dh]
-    let merged = ctx.transpose(&[0, 2, 1, 3]).reshape(&[b, t, h * dh]);
-    linear(&merged, w_out)
+    ctx.div(&total).convert(q.dtype())
 }
