@@ -235,8 +235,9 @@ impl Builder {
         body: impl FnOnce(&Builder, &[Tensor]) -> Vec<Tensor>,
     ) -> Vec<Tensor> {
         let all: Vec<&Tensor> = init.iter().chain(captured).collect();
-        let cond = self.region("cond", &all, |b, args| vec![cond(b, args)]);
-        let body = self.region("body", &all, |b, args| {
+        let types: Vec<Shape> = all.iter().map(|t| t.shape.clone()).collect();
+        let cond = self.region("cond", &types, |b, args| vec![cond(b, args)]);
+        let body = self.region("body", &types, |b, args| {
             let mut next = body(b, args);
             next.extend_from_slice(&args[init.len()..]);
             next
@@ -273,12 +274,47 @@ impl Builder {
         decomposition: impl FnOnce(&Builder, &[Tensor]) -> Vec<Tensor>,
     ) -> Vec<Tensor> {
         let args: Vec<&Tensor> = operands.iter().collect();
-        let Some(f) = self.region(name, &args, decomposition) else {
+        let types: Vec<Shape> = operands.iter().map(|t| t.shape.clone()).collect();
+        let Some(f) = self.region(name, &types, decomposition) else {
             return vec![self.placeholder(Shape::scalar(DType::F32))];
         };
         let op = Op::Composite {
             name: name.to_string(),
             decomposition: Box::new(f),
+            vjp: None,
+        };
+        self.apply(op, &args)
+    }
+
+    /// [`Builder::composite`] with its own gradient: `vjp` gets the operands, the
+    /// outputs and one cotangent per output, and returns one cotangent per operand (see
+    /// [`Op::Composite`]).
+    #[track_caller]
+    pub fn composite_with_vjp(
+        &self,
+        name: &str,
+        operands: &[Tensor],
+        decomposition: impl FnOnce(&Builder, &[Tensor]) -> Vec<Tensor>,
+        vjp: impl FnOnce(&Builder, &[Tensor], &[Tensor], &[Tensor]) -> Vec<Tensor>,
+    ) -> Vec<Tensor> {
+        let args: Vec<&Tensor> = operands.iter().collect();
+        let types: Vec<Shape> = operands.iter().map(|t| t.shape.clone()).collect();
+        let Some(f) = self.region(name, &types, decomposition) else {
+            return vec![self.placeholder(Shape::scalar(DType::F32))];
+        };
+        let (n, m) = (operands.len(), f.outputs.len());
+        let outputs: Vec<Shape> = (0..m).filter_map(|k| f.output_shape(k).cloned()).collect();
+        let typed: Vec<Shape> = [types, outputs.clone(), outputs.clone()].concat();
+        let g = self.region(&format!("{name}_vjp"), &typed, |b, a| {
+            vjp(b, &a[..n], &a[n..n + m], &a[n + m..])
+        });
+        let Some(g) = g else {
+            return outputs.into_iter().map(|s| self.placeholder(s)).collect();
+        };
+        let op = Op::Composite {
+            name: name.to_string(),
+            decomposition: Box::new(f),
+            vjp: Some(Box::new(g)),
         };
         self.apply(op, &args)
     }
@@ -316,13 +352,14 @@ impl Builder {
             .collect()
     }
 
-    /// Builds a while loop's condition or body as a function of the carried values'
-    /// types; records its build error here and returns None on failure.
+    /// Builds a function of values of the given types (a while loop's condition or body,
+    /// a composite's decomposition or VJP); records its build error here and returns None
+    /// on failure.
     #[track_caller]
     fn region(
         &self,
         what: &str,
-        carried: &[&Tensor],
+        carried: &[Shape],
         f: impl FnOnce(&Builder, &[Tensor]) -> Vec<Tensor>,
     ) -> Option<Function> {
         let rb = Builder::new(&format!("{}_{what}", self.name));
@@ -332,7 +369,7 @@ impl Builder {
         let args: Vec<Tensor> = carried
             .iter()
             .enumerate()
-            .map(|(i, t)| rb.parameter(&format!("{what}_arg{i}"), t.shape.clone()))
+            .map(|(i, t)| rb.parameter(&format!("{what}_arg{i}"), t.clone()))
             .collect();
         let outs = f(&rb, &args);
         if let Some(t) = outs.iter().find(|t| !t.builder.same_graph(&rb)) {

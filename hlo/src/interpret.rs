@@ -1323,6 +1323,7 @@ fn eval_node(node: &Node, ops: &[&Value], args: &[Literal]) -> R<Vec<Value>> {
         Op::Composite {
             name,
             decomposition,
+            ..
         } => {
             let args: Vec<Literal> = ops.iter().map(|v| v.to_literal()).collect();
             let out = evaluate(decomposition, &args).map_err(|e| format!("in `{name}`: {e}"))?;

@@ -219,9 +219,16 @@ pub enum Op {
     /// its own kernel for `name` may run that instead (see
     /// [`crate::EmitOptions::composite_calls`]); everywhere else, in the interpreter and
     /// for autodiff, the decomposition is what it computes.
+    ///
+    /// `vjp`, if given, is the gradient autodiff uses instead of differentiating the
+    /// decomposition (JAX's `custom_vjp`): a function of the operands, the outputs and
+    /// one cotangent per output, returning one cotangent per operand. It must agree with
+    /// the decomposition's own gradient; it exists so that the backward pass can be a
+    /// composite (a kernel) of its own.
     Composite {
         name: String,
         decomposition: Box<Function>,
+        vjp: Option<Box<Function>>,
     },
 }
 

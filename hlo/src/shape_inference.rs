@@ -574,7 +574,15 @@ pub fn infer(op: &Op, operands: &[Shape]) -> R {
             }
             Ok(operands.to_vec())
         }
-        Op::Composite { decomposition, .. } => composite_outputs(decomposition, operands),
+        Op::Composite {
+            decomposition, vjp, ..
+        } => {
+            let outputs = composite_outputs(decomposition, operands)?;
+            if let Some(vjp) = vjp {
+                check_vjp(vjp, operands, &outputs)?;
+            }
+            Ok(outputs)
+        }
     }
 }
 
@@ -597,6 +605,24 @@ fn composite_outputs(f: &crate::ir::Function, operands: &[Shape]) -> Result<Vec<
                 .ok_or_else(|| format!("decomposition output {k} refers to no value"))
         })
         .collect()
+}
+
+/// A composite's VJP takes the operands, the outputs and their cotangents, and returns
+/// one cotangent per operand.
+fn check_vjp(f: &crate::ir::Function, operands: &[Shape], outputs: &[Shape]) -> Result<(), String> {
+    let want: Vec<Shape> = [operands, outputs, outputs].concat();
+    let params: Vec<Shape> = f.params.iter().map(|p| p.shape.clone()).collect();
+    let returns: Vec<Option<&Shape>> = (0..f.outputs.len()).map(|k| f.output_shape(k)).collect();
+    if params != want || returns != operands.iter().map(Some).collect::<Vec<_>>() {
+        return Err(format!(
+            "the VJP must take ({}) (operands, outputs, cotangents) and return ({}); it takes ({}) and returns ({})",
+            join(&want),
+            join(operands),
+            join(&params),
+            region_outputs(f)
+        ));
+    }
+    Ok(())
 }
 
 /// A while loop's condition or body takes exactly the loop-carried values.

@@ -19,8 +19,9 @@
 //!   (out of bounds) still gets the clamped window's cotangent: keep indices in bounds.
 //! - `sort`: gradients flow to the sorted values (all floating-point operands) through
 //!   the stable sort permutation.
-//! - `composite`: the gradient of its decomposition, inlined into the graph (so a
-//!   backend's own kernel for the composite runs only where nothing differentiates it).
+//! - `composite`: its own VJP function if it has one, inlined; else the gradient of its
+//!   decomposition, inlined into the graph (so a backend's own kernel for the composite
+//!   then runs only where nothing differentiates it).
 //! - `remainder` and `while` have no rule (a clear [`AutodiffError::MissingRule`]):
 //!   nothing in GPTSAN differentiates them (the while loop runs generation, which is
 //!   inference only).
@@ -172,7 +173,12 @@ pub(crate) fn vjp(r: &RuleInput) -> Cts {
             node: r.node_id,
         }),
         Op::Binary(op) => Ok(binary_vjp(r, *op)),
-        Op::Composite { decomposition, .. } => composite_vjp(r, decomposition),
+        Op::Composite {
+            decomposition,
+            vjp: None,
+            ..
+        } => composite_vjp(r, decomposition),
+        Op::Composite { vjp: Some(vjp), .. } => custom_vjp(r, vjp),
         Op::DotGeneral { dims } => {
             let g = r.ct(0);
             Ok(vec![
@@ -561,6 +567,18 @@ fn sort_vjp(r: &RuleInput, dim: i64, descending: bool) -> Vec<Option<Tensor>> {
         out[i] = unsorted.get(j + 1).cloned();
     }
     out
+}
+
+/// A composite's own VJP function, inlined with the operands, outputs and cotangents.
+fn custom_vjp(r: &RuleInput, vjp: &crate::ir::Function) -> Cts {
+    let mut args: Vec<Tensor> = r.operands.iter().chain(r.outputs).cloned().collect();
+    args.extend((0..r.outputs.len()).map(|k| r.ct(k)));
+    let cts = r.builder.inline(vjp, &args);
+    Ok(cts
+        .into_iter()
+        .enumerate()
+        .map(|(i, g)| r.need(i).then_some(g))
+        .collect())
 }
 
 /// The decomposition inlined after the composite (recomputing what the backward pass

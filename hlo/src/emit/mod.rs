@@ -480,6 +480,7 @@ impl<'a> Emitter<'a> {
             Op::Composite {
                 name,
                 decomposition,
+                ..
             } => match self.opts.composite_calls.get(name) {
                 Some(target) => ops::custom_call(self, id, target).map_err(malformed),
                 None => self.inline(decomposition, id),
