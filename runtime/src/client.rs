@@ -306,16 +306,19 @@ impl Client {
         .then_some(crate::custom_calls::BF16_DOT)
     }
 
-    /// The custom-call target of our f32 masked attention kernel
-    /// ([`crate::custom_calls::MASKED_ATTENTION`]), when this is the CPU plugin on a CPU
-    /// with AVX-512 and `GPTSAN_ATTENTION` is not `xla`; None leaves attention to XLA's
-    /// ops.
-    pub fn masked_attention_call(&self) -> Option<&'static str> {
+    /// The custom-call targets of our f32 masked attention kernels, forward and
+    /// gradient ([`crate::custom_calls::MASKED_ATTENTION`] and `_GRAD`), when this is the
+    /// CPU plugin on a CPU with AVX-512 and `GPTSAN_ATTENTION` is not `xla`; None leaves
+    /// attention to XLA's ops.
+    pub fn masked_attention_calls(&self) -> Option<[&'static str; 2]> {
         let wanted = std::env::var("GPTSAN_ATTENTION").map_or(true, |v| v != "xla");
         (wanted
             && self.platform_name() == "cpu"
             && crate::custom_calls::masked_attention_available(self.inner.api))
-        .then_some(crate::custom_calls::MASKED_ATTENTION)
+        .then_some([
+            crate::custom_calls::MASKED_ATTENTION,
+            crate::custom_calls::MASKED_ATTENTION_GRAD,
+        ])
     }
 
     pub fn plugin_path(&self) -> &Path {

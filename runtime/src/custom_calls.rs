@@ -54,25 +54,36 @@ pub fn bf16_dot_available(api: &'static Api) -> bool {
 
 /// The masked attention kernel's target: operands `q [B, T, H, dh]`, `k` and `v
 /// `[B, S, H, dh]`, `mask [B, T, S]` (added to the scores; at most
-/// [`masked_attention::HIDDEN`] hides a key), result `softmax(q k^T + mask) v` per head,
-/// `[B, T, H, dh]`, all f32.
+/// [`masked_attention::HIDDEN`] hides a key); results `softmax(q k^T + mask) v` per head,
+/// `[B, T, H, dh]`, and optionally each row's score maximum and sum of exponentials,
+/// `[B, T, H]` each (for [`MASKED_ATTENTION_GRAD`]). All f32.
 pub const MASKED_ATTENTION: &str = "gptsan_masked_attention";
 
-/// Registers [`MASKED_ATTENTION`] once per process where it can run (a CPU plugin with
-/// the FFI extension, a CPU with AVX-512); whether programs may call it.
+/// The gradient of [`MASKED_ATTENTION`]: operands `q`, `k`, `v`, `mask`, the result, its
+/// two row statistics and the result's cotangent; results the cotangents of `q`, `k`
+/// and `v`.
+pub const MASKED_ATTENTION_GRAD: &str = "gptsan_masked_attention_grad";
+
+/// Registers [`MASKED_ATTENTION`] and [`MASKED_ATTENTION_GRAD`] once per process where
+/// they can run (a CPU plugin with the FFI extension, a CPU with AVX-512); whether
+/// programs may call them.
 pub fn masked_attention_available(api: &'static Api) -> bool {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     *REGISTERED.get_or_init(|| {
         if !masked_attention::available() {
             return false;
         }
-        match register(api, MASKED_ATTENTION, "Host", masked_attention_call) {
-            Ok(()) => true,
-            Err(e) => {
+        let handlers: [(&str, Handler); 2] = [
+            (MASKED_ATTENTION, masked_attention_call),
+            (MASKED_ATTENTION_GRAD, masked_attention_grad_call),
+        ];
+        for (name, handler) in handlers {
+            if let Err(e) = register(api, name, "Host", handler) {
                 tracing::warn!(error = %e, "attention stays with XLA's ops");
-                false
+                return false;
             }
         }
+        true
     })
 }
 
@@ -321,19 +332,14 @@ unsafe extern "C" fn bf16_dot<const LT: bool, const RT: bool>(
     std::ptr::null_mut()
 }
 
-/// The sizes of an attention call, if the shapes agree.
-fn attention_sizes(
-    q: &[i64],
-    k: &[i64],
-    v: &[i64],
-    mask: &[i64],
-    out: &[i64],
-) -> Option<masked_attention::Dims> {
+/// The sizes of an attention call from `q`, `k` and `mask`, if they agree.
+fn attention_sizes(q: &[i64], k: &[i64], mask: &[i64]) -> Option<masked_attention::Dims> {
     let [b, t, h, dh] = *q else { return None };
     let [_, s, _, _] = *k else { return None };
-    let fits = k == [b, s, h, dh] && v == k && mask == [b, t, s] && out == q;
+    if k != [b, s, h, dh] || mask != [b, t, s] || s == 0 {
+        return None;
+    }
     let size = |x: i64| usize::try_from(x).ok();
-    (fits && s > 0).then_some(())?;
     Some(masked_attention::Dims {
         batch: size(b)?,
         heads: size(h)?,
@@ -343,45 +349,102 @@ fn attention_sizes(
     })
 }
 
+/// The first `count` buffers of `values`, if they are all f32, with their shapes.
+unsafe fn f32_buffers(values: &Values, count: usize) -> Option<Vec<(*mut f32, &[i64])>> {
+    (0..count as i64)
+        .map(|i| {
+            buffer(values, i)
+                .filter(|b| b.dtype == DTYPE_F32)
+                .map(|b| (b.data as *mut f32, dims(b)))
+        })
+        .collect()
+}
+
 unsafe extern "C" fn masked_attention_call(frame: *mut CallFrame) -> *mut c_void {
     let frame = &*frame;
     if answer_metadata(frame) || frame.stage != STAGE_EXECUTE {
         return std::ptr::null_mut();
     }
-    let (Some(q), Some(k), Some(v), Some(m), Some(o)) = (
-        buffer(&frame.args, 0),
-        buffer(&frame.args, 1),
-        buffer(&frame.args, 2),
-        buffer(&frame.args, 3),
-        buffer(&frame.rets, 0),
+    let results = frame.rets.size as usize;
+    let (Some(args), Some(rets)) = (
+        f32_buffers(&frame.args, 4),
+        f32_buffers(&frame.rets, results),
     ) else {
         return error(
             frame,
-            "gptsan_masked_attention: expected four operand buffers and one result",
+            "gptsan_masked_attention: expected four f32 operands (q, k, v, mask) and f32 results",
         );
     };
-    if [q.dtype, k.dtype, v.dtype, m.dtype, o.dtype] != [DTYPE_F32; 5] {
+    let sizes = attention_sizes(args[0].1, args[1].1, args[3].1);
+    let stats_shape = args[0].1.get(..3);
+    let fits = args[2].1 == args[1].1
+        && rets[0].1 == args[0].1
+        && (results == 1 || (results == 3 && rets[1..].iter().all(|r| Some(r.1) == stats_shape)));
+    let Some(d) = sizes.filter(|_| fits) else {
         return error(
             frame,
-            "gptsan_masked_attention: operands and result must be f32",
-        );
-    }
-    let Some(d) = attention_sizes(dims(q), dims(k), dims(v), dims(m), dims(o)) else {
-        return error(
-            frame,
-            "gptsan_masked_attention: expected q and result [B, T, H, dh], k and v [B, S, H, dh], mask [B, T, S]",
+            "gptsan_masked_attention: expected q and result [B, T, H, dh], k and v [B, S, H, dh], mask [B, T, S], statistics [B, T, H]",
         );
     };
-    if d.batch * d.heads * d.queries * d.head_dim == 0 {
-        return std::ptr::null_mut();
-    }
     let ops = masked_attention::Operands {
-        q: q.data as *const f32,
-        k: k.data as *const f32,
-        v: v.data as *const f32,
-        mask: m.data as *const f32,
-        out: o.data as *mut f32,
+        q: args[0].0,
+        k: args[1].0,
+        v: args[2].0,
+        mask: args[3].0,
+        out: rets[0].0,
+        stats: (results == 3).then(|| masked_attention::Stats {
+            row_max: rets[1].0,
+            row_sum: rets[2].0,
+        }),
     };
     masked_attention::run(ops, d, cores());
+    std::ptr::null_mut()
+}
+
+unsafe extern "C" fn masked_attention_grad_call(frame: *mut CallFrame) -> *mut c_void {
+    let frame = &*frame;
+    if answer_metadata(frame) || frame.stage != STAGE_EXECUTE {
+        return std::ptr::null_mut();
+    }
+    let (Some(args), Some(rets)) = (f32_buffers(&frame.args, 8), f32_buffers(&frame.rets, 3))
+    else {
+        return error(
+            frame,
+            "gptsan_masked_attention_grad: expected eight f32 operands and three f32 results",
+        );
+    };
+    let sizes = attention_sizes(args[0].1, args[1].1, args[3].1);
+    let (q, k) = (args[0].1, args[1].1);
+    let stats = q.get(..3);
+    let fits = args[2].1 == k
+        && args[4].1 == q
+        && Some(args[5].1) == stats
+        && Some(args[6].1) == stats
+        && args[7].1 == q
+        && rets[0].1 == q
+        && rets[1].1 == k
+        && rets[2].1 == k;
+    let Some(d) = sizes.filter(|_| fits) else {
+        return error(
+            frame,
+            "gptsan_masked_attention_grad: operand or result shapes do not match q [B, T, H, dh], k [B, S, H, dh]",
+        );
+    };
+    let ops = masked_attention::GradOperands {
+        q: args[0].0,
+        k: args[1].0,
+        v: args[2].0,
+        mask: args[3].0,
+        out: args[4].0,
+        stats: masked_attention::Stats {
+            row_max: args[5].0,
+            row_sum: args[6].0,
+        },
+        d_out: args[7].0,
+        dq: rets[0].0,
+        dk: rets[1].0,
+        dv: rets[2].0,
+    };
+    masked_attention::run_grad(ops, d, cores());
     std::ptr::null_mut()
 }
