@@ -2,7 +2,7 @@
 //! [`Program`], move literals to and from devices, and run programs on one device or on a
 //! mesh of devices (splitting and reassembling shards on the host).
 
-use crate::model::attention::MASKED_ATTENTION;
+use crate::model::masked_attention::{MASKED_ATTENTION, MASKED_ATTENTION_GRAD};
 use anyhow::{anyhow, bail, Context, Result};
 use hlo::emit::{to_stablehlo, EmitOptions};
 use hlo::{Function, Literal, Mesh, PartitionSpec};
@@ -89,16 +89,17 @@ impl Device {
 
     /// Shardy annotations, and our kernels where the client has them: bf16 products on
     /// AMX ([`runtime::Client::bf16_dot_call`]) and the masked attention composite
-    /// ([`runtime::Client::masked_attention_call`]); on one device only, as a custom
+    /// ([`runtime::Client::masked_attention_calls`]); on one device only, as a custom
     /// call has no rule for splitting it over a mesh.
     pub fn emit_options(&self, f: &Function) -> EmitOptions {
         let one_device = f.mesh.as_ref().is_none_or(|m| m.device_count() == 1);
         let mut opts = EmitOptions::default();
         if one_device {
             opts.bf16_dot_call = self.client.bf16_dot_call().map(String::from);
-            if let Some(target) = self.client.masked_attention_call() {
-                opts.composite_calls
-                    .insert(MASKED_ATTENTION.to_string(), target.to_string());
+            if let Some([forward, grad]) = self.client.masked_attention_calls() {
+                let calls = &mut opts.composite_calls;
+                calls.insert(MASKED_ATTENTION.to_string(), forward.to_string());
+                calls.insert(MASKED_ATTENTION_GRAD.to_string(), grad.to_string());
             }
         }
         opts

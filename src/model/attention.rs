@@ -1,6 +1,7 @@
 //! Multi-head self-attention with optional past keys/values (spout or KV cache) and an
 //! additive visibility mask.
 
+use super::masked_attention::{masked_attention, COMPOSITE_QUERIES};
 use super::nn::linear;
 use hlo::ir::DotDims;
 use hlo::{DType, Tensor};
@@ -32,20 +33,18 @@ pub fn split_heads(x: &Tensor, heads: i64) -> Tensor {
 /// Self-attention of `x [B, T, d]`. `past` holds keys/values `[B, H, P, dh]` that come
 /// before the tokens; `mask_add [B, T, P+T]` is 0 where a key is visible and the f32
 /// minimum where it is not (so a row with no visible key attends uniformly, as the
-/// reference does). `composite`: use the [`MASKED_ATTENTION`] composite where it applies
-/// (f32, at least [`COMPOSITE_QUERIES`] tokens); for programs that are not
-/// differentiated, as its gradient would recompute the ops.
+/// reference does). In f32 from [`COMPOSITE_QUERIES`] tokens the softmax is the
+/// [`masked_attention`] composite (a kernel of the backend's where it has one).
 pub fn self_attention(
     x: &Tensor,
     w: &AttentionWeights,
     heads: i64,
     past: Option<(&Tensor, &Tensor)>,
     mask_add: &Tensor,
-    composite: bool,
 ) -> AttentionOutput {
-    let applies =
+    let composite =
         [x, mask_add].iter().all(|t| t.dtype() == DType::F32) && x.dims()[1] >= COMPOSITE_QUERIES;
-    if composite && applies {
+    if composite {
         return composite_self_attention(x, w, heads, past, mask_add);
     }
     let (q, mut k, mut v) = project_qkv(x, w, heads);
@@ -61,7 +60,7 @@ pub fn self_attention(
     }
 }
 
-/// [`self_attention`] through the [`MASKED_ATTENTION`] composite, whose operands and
+/// [`self_attention`] through the [`masked_attention`] composite, whose operands and
 /// result are token-major (`[B, T, H, dh]`, a reshape of the projections): a kernel
 /// reads the heads in place, and only the returned keys and values (the KV cache, if a
 /// program keeps it) are made head-major.
@@ -82,18 +81,7 @@ fn composite_self_attention(
         k = x.builder().concatenate(&[swap(pk), k], 1);
         v = x.builder().concatenate(&[swap(pv), v], 1);
     }
-    let operands = [q, k.clone(), v.clone(), mask_add.clone()];
-    let ctx = x
-        .builder()
-        .composite(MASKED_ATTENTION, &operands, |_, a| {
-            vec![swap(&softmax_values(
-                &swap(&a[0]),
-                &swap(&a[1]),
-                &swap(&a[2]),
-                &a[3],
-            ))]
-        })
-        .remove(0);
+    let ctx = masked_attention(&q, &k, &v, mask_add);
     AttentionOutput {
         out: linear(&ctx.reshape(&[b, t, d]), w.out),
         keys: swap(&k),
@@ -122,18 +110,6 @@ pub fn project_qkv(x: &Tensor, w: &AttentionWeights, heads: i64) -> (Tensor, Ten
 /// sum stays a reduction in f32, as the rest of the softmax.
 const SUM_IN_PRODUCT_QUERIES: i64 = 64;
 
-/// Name of the composite that [`self_attention`] wraps its softmax in: a backend with
-/// its own kernel for it runs that instead of the ops (on the CPU plugin with AVX-512,
-/// `runtime::masked_attention`, which keeps each group of queries' scores in cache and
-/// skips the key blocks the mask hides). Operands `q [B, T, H, dh]`, `k` and `v
-/// [B, S, H, dh]`, `mask [B, T, S]`, all f32; result `softmax(q k^T + mask) v` per head,
-/// `[B, T, H, dh]` f32.
-pub const MASKED_ATTENTION: &str = "masked_attention";
-
-/// From this many tokens [`self_attention`] uses the [`MASKED_ATTENTION`] composite
-/// (when asked to): prefill and evaluation, not a decode step's single query.
-const COMPOSITE_QUERIES: i64 = 64;
-
 /// `softmax(q k^T + mask) v` with the softmax in f32, heads merged back to `[B, T, d]`
 /// and projected by `w_out`.
 pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask_add: &Tensor, w_out: &Tensor) -> Tensor {
@@ -145,6 +121,17 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask_add: &Tensor, w_out: &Ten
 
 /// `softmax(q k^T + mask) v` per head, `[B, H, T, dh]` in `q`'s type (softmax in f32).
 fn softmax_values(q: &Tensor, k: &Tensor, v: &Tensor, mask_add: &Tensor) -> Tensor {
+    softmax_with_stats(q, k, v, mask_add).0
+}
+
+/// [`softmax_values`] and each row's softmax statistics, `[B, H, T, 1]` f32: the
+/// maximum score (without gradient) and the sum of `exp(score - maximum)`.
+pub(super) fn softmax_with_stats(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask_add: &Tensor,
+) -> (Tensor, Tensor, Tensor) {
     let (b, h, t, dh) = (q.dims()[0], q.dims()[1], q.dims()[2], q.dims()[3]);
     let per_head = |lhs_contracting: i64, rhs_contracting: i64| DotDims {
         lhs_batch: vec![0, 1],
@@ -179,5 +166,5 @@ fn softmax_values(q: &Tensor, k: &Tensor, v: &Tensor, mask_add: &Tensor) -> Tens
             .convert(DType::F32);
         (ctx, total)
     };
-    ctx.div(&total).convert(q.dtype())
+    (ctx.div(&total).convert(q.dtype()), top, total)
 }

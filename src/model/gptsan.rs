@@ -291,7 +291,6 @@ pub fn forward(
             cfg.num_heads,
             layer_past,
             &mask,
-            !training,
         );
         x = add_norm(cfg, p, layer, "self_attn", &x, &attn.out);
         presents.push((attn.keys, attn.values));

@@ -8,6 +8,7 @@ pub mod gptsan;
 pub mod inputs;
 pub mod loss;
 pub mod mask;
+pub mod masked_attention;
 pub mod nn;
 pub mod params;
 pub mod precision;
