@@ -2,7 +2,7 @@
 //! Score buffers are `[ROWS, blocks * KEYS]`; only the key blocks marked in `blocks` are
 //! computed or read.
 
-use super::{Group, KEYS, ROWS};
+use super::{Group, HIDDEN, KEYS, ROWS};
 use std::arch::x86_64::*;
 
 /// Lanes `0..n` of a 16-lane vector (all for n >= 16).
@@ -21,6 +21,31 @@ fn computed(blocks: &[bool]) -> impl Iterator<Item = usize> + '_ {
         .enumerate()
         .filter(|(_, &c)| c)
         .map(|(kb, _)| kb)
+}
+
+/// Which key blocks of one mask row show a key (a value above [`HIDDEN`]), into
+/// `seen`; whether any does.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn blocks_seen(row: *const f32, keys: usize, seen: &mut [bool]) -> bool {
+    let hidden = _mm512_set1_ps(HIDDEN);
+    let mut any = false;
+    for (kb, s) in seen.iter_mut().enumerate() {
+        let first = kb * KEYS;
+        let (m0, m1) = (lanes(keys - first), lanes(keys.saturating_sub(first + 16)));
+        let a = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(
+            m0,
+            _mm512_maskz_loadu_ps(m0, row.add(first)),
+            hidden,
+        );
+        let b = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(
+            m1,
+            _mm512_maskz_loadu_ps(m1, row.add(first + 16)),
+            hidden,
+        );
+        *s = (a | b) != 0;
+        any |= *s;
+    }
+    any
 }
 
 /// `out[r, j] = rows[r] . k[j] (+ mask[r, j])` for the computed key blocks, from the

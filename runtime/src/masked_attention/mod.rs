@@ -208,15 +208,8 @@ impl KeyBlocks {
                 let flags = &mut compute[(b * groups + g) * blocks..][..blocks];
                 let mut all_rows_see = true;
                 for r in g * ROWS..((g + 1) * ROWS).min(d.queries) {
-                    let row =
-                        std::slice::from_raw_parts(mask.add((b * d.queries + r) * d.keys), d.keys);
-                    let mut any = false;
-                    for (kb, seen) in row_sees.iter_mut().enumerate() {
-                        let cols = &row[kb * KEYS..((kb + 1) * KEYS).min(d.keys)];
-                        *seen = cols.iter().any(|&m| m > HIDDEN);
-                        any |= *seen;
-                    }
-                    all_rows_see &= any;
+                    let row = mask.add((b * d.queries + r) * d.keys);
+                    all_rows_see &= blocks_seen(row, d.keys, &mut row_sees);
                     for (f, s) in flags.iter_mut().zip(&row_sees) {
                         *f |= *s;
                     }
@@ -236,6 +229,21 @@ impl KeyBlocks {
     fn of(&self, b: usize, g: usize) -> &[bool] {
         &self.compute[(b * self.groups + g) * self.blocks..][..self.blocks]
     }
+}
+
+/// Which key blocks of one mask row show a key (into `seen`), and whether any does.
+unsafe fn blocks_seen(row: *const f32, keys: usize, seen: &mut [bool]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        return avx512::blocks_seen(row, keys, seen);
+    }
+    let row = std::slice::from_raw_parts(row, keys);
+    for (kb, s) in seen.iter_mut().enumerate() {
+        *s = row[kb * KEYS..((kb + 1) * KEYS).min(keys)]
+            .iter()
+            .any(|&m| m > HIDDEN);
+    }
+    seen.iter().any(|&s| s)
 }
 
 /// One thread's working memory: the keys (and for the backward pass the values)
