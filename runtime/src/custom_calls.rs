@@ -35,21 +35,26 @@ pub fn bf16_dot_available(api: &'static Api) -> bool {
         if !amx::available() {
             return false;
         }
-        let handlers: [(&str, Handler); 4] = [
-            ("nn", bf16_dot::<false, false>),
-            ("tn", bf16_dot::<true, false>),
-            ("nt", bf16_dot::<false, true>),
-            ("tt", bf16_dot::<true, true>),
+        let handlers: [(String, Handler); 4] = [
+            (format!("{BF16_DOT}_nn"), bf16_dot::<false, false>),
+            (format!("{BF16_DOT}_tn"), bf16_dot::<true, false>),
+            (format!("{BF16_DOT}_nt"), bf16_dot::<false, true>),
+            (format!("{BF16_DOT}_tt"), bf16_dot::<true, true>),
         ];
-        for (suffix, handler) in handlers {
-            let name = format!("{BF16_DOT}_{suffix}");
-            if let Err(e) = register(api, &name, "Host", handler) {
-                tracing::warn!(error = %e, "bf16 products stay with XLA");
-                return false;
-            }
-        }
-        true
+        register_all(api, &handlers, "bf16 products stay with XLA")
     })
+}
+
+/// Registers every handler for the CPU ("Host"); false (logged with `fallback`) if one
+/// fails.
+fn register_all(api: &'static Api, handlers: &[(String, Handler)], fallback: &str) -> bool {
+    for (name, handler) in handlers {
+        if let Err(e) = register(api, name, "Host", *handler) {
+            tracing::warn!(error = %e, "{fallback}");
+            return false;
+        }
+    }
+    true
 }
 
 /// The masked attention kernel's target: operands `q [B, T, H, dh]`, `k` and `v
@@ -73,17 +78,11 @@ pub fn masked_attention_available(api: &'static Api) -> bool {
         if !masked_attention::available() {
             return false;
         }
-        let handlers: [(&str, Handler); 2] = [
-            (MASKED_ATTENTION, masked_attention_call),
-            (MASKED_ATTENTION_GRAD, masked_attention_grad_call),
+        let handlers: [(String, Handler); 2] = [
+            (MASKED_ATTENTION.into(), masked_attention_call),
+            (MASKED_ATTENTION_GRAD.into(), masked_attention_grad_call),
         ];
-        for (name, handler) in handlers {
-            if let Err(e) = register(api, name, "Host", handler) {
-                tracing::warn!(error = %e, "attention stays with XLA's ops");
-                return false;
-            }
-        }
-        true
+        register_all(api, &handlers, "attention stays with XLA's ops")
     })
 }
 

@@ -9,14 +9,9 @@ use hlo::{to_stablehlo, Builder, DType, EmitOptions, Literal, Shape};
 use runtime::CompileOptions;
 
 fn values(n: usize, seed: u64) -> Vec<bf16> {
-    let mut x = seed;
-    (0..n)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            bf16::from_f64(((x >> 33) as f64 / (1u64 << 31) as f64) * 2.0 - 1.0)
-        })
+    common::uniform(n, seed)
+        .into_iter()
+        .map(bf16::from_f64)
         .collect()
 }
 

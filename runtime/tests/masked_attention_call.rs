@@ -11,14 +11,9 @@ use runtime::CompileOptions;
 const NAME: &str = "attention";
 
 fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut x = seed;
-    (0..n)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((x >> 33) as f64 / (1u64 << 31) as f64 * 4.0 - 2.0) as f32
-        })
+    common::uniform(n, seed)
+        .iter()
+        .map(|x| (2.0 * x) as f32)
         .collect()
 }
 
