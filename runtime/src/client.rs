@@ -321,6 +321,17 @@ impl Client {
         ])
     }
 
+    /// The custom-call target of our chosen-expert MLP kernel for decode steps
+    /// ([`crate::custom_calls::CHOSEN_EXPERT_MLP`]), when this is the CPU plugin on a CPU
+    /// with AVX-512 and `GPTSAN_CHOSEN_EXPERT` is not `xla`.
+    pub fn chosen_expert_call(&self) -> Option<&'static str> {
+        let wanted = std::env::var("GPTSAN_CHOSEN_EXPERT").map_or(true, |v| v != "xla");
+        (wanted
+            && self.platform_name() == "cpu"
+            && crate::custom_calls::chosen_expert_available(self.inner.api))
+        .then_some(crate::custom_calls::CHOSEN_EXPERT_MLP)
+    }
+
     pub fn plugin_path(&self) -> &Path {
         self.inner.api.path()
     }

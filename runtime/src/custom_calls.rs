@@ -5,9 +5,12 @@
 //! Two kernels today:
 //! - [`BF16_DOT`]: bf16 products on AMX tiles ([`crate::amx`]), which XLA CPU would
 //!   compute in f32;
-//! - [`MASKED_ATTENTION`]: f32 `softmax(q k^T + mask) v` in one pass per group of
-//!   queries ([`crate::masked_attention`]), which XLA CPU computes in several passes
-//!   over the scores.
+//! - [`MASKED_ATTENTION`] (and its gradient): f32 `softmax(q k^T + mask) v` in one pass
+//!   per group of queries ([`crate::masked_attention`]), which XLA CPU computes in
+//!   several passes over the scores;
+//! - [`CHOSEN_EXPERT_MLP`]: a decode step's tokens through their chosen experts' MLPs
+//!   ([`crate::chosen_expert`]), which XLA CPU computes as a gather fused into a slow
+//!   loop kernel.
 //!
 //! The handlers decode XLA's call frame (the C structs of `xla/ffi/api/c_api.h`,
 //! declared below) and run in the calling XLA thread, which starts one more thread per
@@ -15,6 +18,7 @@
 
 use crate::amx;
 use crate::api::Api;
+use crate::chosen_expert;
 use crate::error::{Error, Result};
 use crate::ffi::{PJRT_Error, PJRT_Extension_Base};
 use crate::masked_attention;
@@ -83,6 +87,25 @@ pub fn masked_attention_available(api: &'static Api) -> bool {
             (MASKED_ATTENTION_GRAD.into(), masked_attention_grad_call),
         ];
         register_all(api, &handlers, "attention stays with XLA's ops")
+    })
+}
+
+/// The chosen-expert MLP's target: operands `x [N, d]`, `expert [N]` s32, `kept [N]`,
+/// `wi [E, f, d]`, `wo [E, d, f]`; result `relu(x wi[e]^T) wo[e]^T * kept` `[N, d]`; f32
+/// but for `expert`.
+pub const CHOSEN_EXPERT_MLP: &str = "gptsan_chosen_expert_mlp";
+
+/// Registers [`CHOSEN_EXPERT_MLP`] once per process where it can run; whether programs
+/// may call it.
+pub fn chosen_expert_available(api: &'static Api) -> bool {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    *REGISTERED.get_or_init(|| {
+        chosen_expert::available()
+            && register_all(
+                api,
+                &[(CHOSEN_EXPERT_MLP.into(), chosen_expert_call)],
+                "the experts of decode steps stay with XLA's ops",
+            )
     })
 }
 
@@ -228,6 +251,7 @@ struct CallFrame {
 const METADATA_EXTENSION: c_int = 1;
 const STAGE_EXECUTE: c_int = 3;
 const BUFFER: c_int = 1;
+const DTYPE_S32: c_int = 4;
 const DTYPE_F32: c_int = 11;
 const DTYPE_BF16: c_int = 16;
 const ERROR_INVALID_ARGUMENT: c_int = 3;
@@ -445,5 +469,72 @@ unsafe extern "C" fn masked_attention_grad_call(frame: *mut CallFrame) -> *mut c
         dv: rets[2].0,
     };
     masked_attention::run_grad(ops, d, cores());
+    std::ptr::null_mut()
+}
+
+unsafe extern "C" fn chosen_expert_call(frame: *mut CallFrame) -> *mut c_void {
+    let frame = &*frame;
+    if answer_metadata(frame) || frame.stage != STAGE_EXECUTE {
+        return std::ptr::null_mut();
+    }
+    let [x, expert, kept, wi, wo] = [0, 1, 2, 3, 4].map(|i| buffer(&frame.args, i));
+    let (Some(x), Some(expert), Some(kept), Some(wi), Some(wo), Some(out)) =
+        (x, expert, kept, wi, wo, buffer(&frame.rets, 0))
+    else {
+        return error(
+            frame,
+            "gptsan_chosen_expert_mlp: expected five operand buffers and one result",
+        );
+    };
+    let types = [
+        x.dtype,
+        expert.dtype,
+        kept.dtype,
+        wi.dtype,
+        wo.dtype,
+        out.dtype,
+    ];
+    if types
+        != [
+            DTYPE_F32, DTYPE_S32, DTYPE_F32, DTYPE_F32, DTYPE_F32, DTYPE_F32,
+        ]
+    {
+        return error(
+            frame,
+            "gptsan_chosen_expert_mlp: expected f32 operands and an s32 expert",
+        );
+    }
+    let sizes = match (dims(x), dims(wi)) {
+        ([n, d], [e, f, d2]) if d == d2 => Some((*n, *d, *e, *f)),
+        _ => None,
+    };
+    let fits = sizes.is_some_and(|(n, d, e, f)| {
+        dims(expert) == [n]
+            && dims(kept) == [n]
+            && dims(wo) == [e, d, f]
+            && dims(out) == [n, d]
+            && e > 0
+    });
+    let (Some((n, d, e, f)), true) = (sizes, fits) else {
+        return error(
+            frame,
+            "gptsan_chosen_expert_mlp: expected x [N, d], expert and kept [N], wi [E, f, d], wo [E, d, f], result [N, d]",
+        );
+    };
+    let d = chosen_expert::Dims {
+        tokens: n as usize,
+        experts: e as usize,
+        d_model: d as usize,
+        hidden: f as usize,
+    };
+    let ops = chosen_expert::Operands {
+        x: x.data as *const f32,
+        expert: expert.data as *const i32,
+        kept: kept.data as *const f32,
+        wi: wi.data as *const f32,
+        wo: wo.data as *const f32,
+        out: out.data as *mut f32,
+    };
+    chosen_expert::run(ops, d);
     std::ptr::null_mut()
 }

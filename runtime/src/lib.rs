@@ -23,6 +23,7 @@ mod api;
 pub mod backend;
 pub mod buffer;
 pub mod cache;
+pub mod chosen_expert;
 pub mod client;
 pub mod collectives;
 pub mod cores_awake;
