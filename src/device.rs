@@ -3,6 +3,7 @@
 //! mesh of devices (splitting and reassembling shards on the host).
 
 use crate::model::masked_attention::{MASKED_ATTENTION, MASKED_ATTENTION_GRAD};
+use crate::model::switch_ffn::CHOSEN_EXPERT_MLP;
 use anyhow::{anyhow, bail, Context, Result};
 use hlo::emit::{to_stablehlo, EmitOptions};
 use hlo::{Function, Literal, Mesh, PartitionSpec};
@@ -88,8 +89,9 @@ impl Device {
     }
 
     /// Shardy annotations, and our kernels where the client has them: bf16 products on
-    /// AMX ([`runtime::Client::bf16_dot_call`]) and the masked attention composite
-    /// ([`runtime::Client::masked_attention_calls`]); on one device only, as a custom
+    /// AMX ([`runtime::Client::bf16_dot_call`]), the masked attention composites
+    /// ([`runtime::Client::masked_attention_calls`]) and the chosen-expert MLP
+    /// ([`runtime::Client::chosen_expert_call`]); on one device only, as a custom
     /// call has no rule for splitting it over a mesh.
     pub fn emit_options(&self, f: &Function) -> EmitOptions {
         let one_device = f.mesh.as_ref().is_none_or(|m| m.device_count() == 1);
@@ -100,6 +102,10 @@ impl Device {
                 let calls = &mut opts.composite_calls;
                 calls.insert(MASKED_ATTENTION.to_string(), forward.to_string());
                 calls.insert(MASKED_ATTENTION_GRAD.to_string(), grad.to_string());
+            }
+            if let Some(target) = self.client.chosen_expert_call() {
+                let calls = &mut opts.composite_calls;
+                calls.insert(CHOSEN_EXPERT_MLP.to_string(), target.to_string());
             }
         }
         opts
