@@ -23,13 +23,6 @@ pub struct AttentionOutput {
     pub values: Tensor,
 }
 
-/// `[B, T, d] -> [B, H, T, dh]`.
-pub fn split_heads(x: &Tensor, heads: i64) -> Tensor {
-    let (b, t, d) = (x.dims()[0], x.dims()[1], x.dims()[2]);
-    x.reshape(&[b, t, heads, d / heads])
-        .transpose(&[0, 2, 1, 3])
-}
-
 /// Self-attention of `x [B, T, d]`. `past` holds keys/values `[B, H, P, dh]` that come
 /// before the tokens; `mask_add [B, T, P+T]` is 0 where a key is visible and the f32
 /// minimum where it is not (so a row with no visible key attends uniformly, as the
@@ -72,11 +65,8 @@ fn composite_self_attention(
     mask_add: &Tensor,
 ) -> AttentionOutput {
     let (b, t, d) = (x.dims()[0], x.dims()[1], x.dims()[2]);
-    let dh = d / heads;
-    let tokens = |y: Tensor| y.reshape(&[b, t, heads, dh]);
     let swap = |y: &Tensor| y.transpose(&[0, 2, 1, 3]);
-    let q = tokens(linear(x, w.q).mul_scalar((dh as f64).powf(-0.5)));
-    let (mut k, mut v) = (tokens(linear(x, w.k)), tokens(linear(x, w.v)));
+    let (q, mut k, mut v) = project_tokens(x, w, heads);
     if let Some((pk, pv)) = past {
         k = x.builder().concatenate(&[swap(pk), k], 1);
         v = x.builder().concatenate(&[swap(pv), v], 1);
@@ -92,12 +82,20 @@ fn composite_self_attention(
 /// Queries (already scaled by dh^-0.5, as the reference does), keys and values, each
 /// `[B, H, T, dh]`.
 pub fn project_qkv(x: &Tensor, w: &AttentionWeights, heads: i64) -> (Tensor, Tensor, Tensor) {
-    let dh = x.dims()[2] / heads;
-    let q = split_heads(&linear(x, w.q).mul_scalar((dh as f64).powf(-0.5)), heads);
+    let (q, k, v) = project_tokens(x, w, heads);
+    let swap = |y: Tensor| y.transpose(&[0, 2, 1, 3]);
+    (swap(q), swap(k), swap(v))
+}
+
+/// [`project_qkv`] token-major, `[B, T, H, dh]`: the projections reshaped.
+fn project_tokens(x: &Tensor, w: &AttentionWeights, heads: i64) -> (Tensor, Tensor, Tensor) {
+    let (b, t, d) = (x.dims()[0], x.dims()[1], x.dims()[2]);
+    let dh = d / heads;
+    let tokens = |y: Tensor| y.reshape(&[b, t, heads, dh]);
     (
-        q,
-        split_heads(&linear(x, w.k), heads),
-        split_heads(&linear(x, w.v), heads),
+        tokens(linear(x, w.q).mul_scalar((dh as f64).powf(-0.5))),
+        tokens(linear(x, w.k)),
+        tokens(linear(x, w.v)),
     )
 }
 
