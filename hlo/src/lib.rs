@@ -4,6 +4,11 @@
 //! carrying the caller's source location), differentiated in reverse mode by `autodiff`,
 //! annotated with [`sharding`] over a device mesh, and emitted as StableHLO MLIR text by
 //! [`emit`]. The `runtime` crate compiles and runs that text through PJRT.
+//!
+//! A composite ([`ir::Op::Composite`]) names a piece of a program and says what it
+//! computes by a decomposition into ops (and optionally its own gradient); a backend
+//! with its own kernel for that name gets a custom call instead
+//! ([`EmitOptions::composite_calls`]), everything else sees the ops.
 
 pub mod autodiff;
 pub mod builder;
