@@ -172,7 +172,7 @@ impl Builder {
         self.apply_one(Op::Concatenate { dim }, &refs)
     }
 
-    /// New random state and `shape` random bits (u32/u64) from a u64[2] state.
+    /// New random state and `shape` random bits (u32/u64) from a `u64[2]` state.
     #[track_caller]
     pub fn rng_bit_generator(&self, state: &Tensor, shape: &Shape) -> (Tensor, Tensor) {
         let op = Op::RngBitGenerator {

@@ -188,7 +188,7 @@ pub enum Op {
     ScatterAdd {
         dims: ScatterDims,
     },
-    /// Operand: u64[2] state. Outputs: new state, random bits of `shape` (u32 or u64).
+    /// Operand: `u64[2]` state. Outputs: new state, random bits of `shape` (u32 or u64).
     RngBitGenerator {
         algorithm: RngAlgorithm,
         shape: Shape,
