@@ -26,8 +26,9 @@ pub struct AttentionOutput {
 /// Self-attention of `x [B, T, d]`. `past` holds keys/values `[B, H, P, dh]` that come
 /// before the tokens; `mask_add [B, T, P+T]` is 0 where a key is visible and the f32
 /// minimum where it is not (so a row with no visible key attends uniformly, as the
-/// reference does). In f32 from [`COMPOSITE_QUERIES`] tokens the softmax is the
-/// [`masked_attention`] composite (a kernel of the backend's where it has one).
+/// reference does). From [`COMPOSITE_QUERIES`] tokens the softmax is the
+/// [`masked_attention`] composite (a kernel of the backend's where it has one), in f32
+/// whatever the program's precision.
 pub fn self_attention(
     x: &Tensor,
     w: &AttentionWeights,
@@ -35,8 +36,7 @@ pub fn self_attention(
     past: Option<(&Tensor, &Tensor)>,
     mask_add: &Tensor,
 ) -> AttentionOutput {
-    let composite =
-        [x, mask_add].iter().all(|t| t.dtype() == DType::F32) && x.dims()[1] >= COMPOSITE_QUERIES;
+    let composite = mask_add.dtype() == DType::F32 && x.dims()[1] >= COMPOSITE_QUERIES;
     if composite {
         return composite_self_attention(x, w, heads, past, mask_add);
     }
@@ -71,7 +71,9 @@ fn composite_self_attention(
         k = x.builder().concatenate(&[swap(pk), k], 1);
         v = x.builder().concatenate(&[swap(pv), v], 1);
     }
-    let ctx = masked_attention(&q, &k, &v, mask_add);
+    // 16-bit programs attend in f32 too.
+    let f32 = |y: &Tensor| y.convert(DType::F32);
+    let ctx = masked_attention(&f32(&q), &f32(&k), &f32(&v), mask_add).convert(x.dtype());
     AttentionOutput {
         out: linear(&ctx.reshape(&[b, t, d]), w.out),
         keys: swap(&k),
