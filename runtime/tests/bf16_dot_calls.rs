@@ -6,7 +6,6 @@ mod common;
 use half::bf16;
 use hlo::ir::DotDims;
 use hlo::{to_stablehlo, Builder, DType, EmitOptions, Literal, Shape};
-use runtime::CompileOptions;
 
 fn values(n: usize, seed: u64) -> Vec<bf16> {
     common::uniform(n, seed)
@@ -67,18 +66,7 @@ fn custom_call_products_equal_xla_bf16_dots() {
         Literal::from_slice(&[4, 96, 300], &values(115_200, 4)).unwrap(),
         Literal::from_slice(&[40, 4, 300], &values(48_000, 5)).unwrap(),
     ];
-    let run = |text: &str| -> Vec<Vec<f64>> {
-        let exe = client.compile(text, &CompileOptions::default()).unwrap();
-        let bufs: Vec<_> = inputs
-            .iter()
-            .map(|l| client.upload(l, 0).unwrap())
-            .collect();
-        let out = exe.execute(&[bufs.iter().collect()]).unwrap();
-        out[0]
-            .iter()
-            .map(|o| o.to_literal().unwrap().to_f64_vec())
-            .collect()
-    };
+    let run = |text: &str| common::run_on_device(text, &inputs);
     let (got, want) = (run(&with_calls), run(&xla));
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_eq!(g.len(), w.len());

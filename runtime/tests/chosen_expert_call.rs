@@ -6,7 +6,6 @@ mod common;
 
 use hlo::ir::DotDims;
 use hlo::{to_stablehlo, Builder, DType, EmitOptions, Literal, Shape, Tensor};
-use runtime::CompileOptions;
 
 const NAME: &str = "chosen";
 
@@ -68,15 +67,7 @@ fn the_kernel_equals_the_ops() {
         Literal::from_slice(&[e, f, d], &floats(e * f * d, 2)).unwrap(),
         Literal::from_slice(&[e, d, f], &floats(e * d * f, 3)).unwrap(),
     ];
-    let run = |text: &str| -> Vec<f64> {
-        let exe = client.compile(text, &CompileOptions::default()).unwrap();
-        let bufs: Vec<_> = inputs
-            .iter()
-            .map(|l| client.upload(l, 0).unwrap())
-            .collect();
-        let out = exe.execute(&[bufs.iter().collect()]).unwrap();
-        out[0][0].to_literal().unwrap().to_f64_vec()
-    };
+    let run = |text: &str| common::run_on_device(text, &inputs).remove(0);
     let (got, want) = (run(&with_call), run(&xla));
     assert_eq!(got.len(), want.len());
     for (i, (a, w)) in got.iter().zip(&want).enumerate() {

@@ -6,7 +6,6 @@ mod common;
 
 use hlo::ir::DotDims;
 use hlo::{to_stablehlo, Builder, DType, EmitOptions, Literal, Shape, Tensor};
-use runtime::CompileOptions;
 
 const NAME: &str = "attention";
 
@@ -98,15 +97,7 @@ fn the_kernel_equals_the_ops() {
         .unwrap(),
         Literal::from_slice(&[b as i64, t as i64, s as i64], &mask).unwrap(),
     ];
-    let run = |text: &str| -> Vec<f64> {
-        let exe = client.compile(text, &CompileOptions::default()).unwrap();
-        let bufs: Vec<_> = inputs
-            .iter()
-            .map(|l| client.upload(l, 0).unwrap())
-            .collect();
-        let out = exe.execute(&[bufs.iter().collect()]).unwrap();
-        out[0][0].to_literal().unwrap().to_f64_vec()
-    };
+    let run = |text: &str| common::run_on_device(text, &inputs).remove(0);
     let (got, want) = (run(&with_call), run(&xla));
     assert_eq!(got.len(), want.len());
     for (i, (a, w)) in got.iter().zip(&want).enumerate() {

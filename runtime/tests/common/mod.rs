@@ -56,3 +56,21 @@ pub fn uniform(n: usize, seed: u64) -> Vec<f64> {
         })
         .collect()
 }
+
+/// Compiles StableHLO `text` on the shared client, runs it on device 0 with `inputs`, and
+/// returns every output as f64 values.
+pub fn run_on_device(text: &str, inputs: &[hlo::Literal]) -> Vec<Vec<f64>> {
+    let client = client();
+    let exe = client
+        .compile(text, &runtime::CompileOptions::default())
+        .unwrap();
+    let bufs: Vec<_> = inputs
+        .iter()
+        .map(|l| client.upload(l, 0).unwrap())
+        .collect();
+    let out = exe.execute(&[bufs.iter().collect()]).unwrap();
+    out[0]
+        .iter()
+        .map(|o| o.to_literal().unwrap().to_f64_vec())
+        .collect()
+}
