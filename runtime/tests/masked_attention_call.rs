@@ -99,13 +99,7 @@ fn the_kernel_equals_the_ops() {
     ];
     let run = |text: &str| common::run_on_device(text, &inputs).remove(0);
     let (got, want) = (run(&with_call), run(&xla));
-    assert_eq!(got.len(), want.len());
-    for (i, (a, w)) in got.iter().zip(&want).enumerate() {
-        assert!(
-            (a - w).abs() <= 1e-5 * (1.0 + w.abs()),
-            "element {i}: {a} vs {w}"
-        );
-    }
+    common::assert_near(&got, &want, 1e-5);
     // The blind row is the mean of the values.
     let row = |bi: usize, i: usize| (bi * t + i) * h * dh;
     let mean0: f64 = (0..s)

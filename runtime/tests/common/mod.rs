@@ -44,6 +44,17 @@ pub fn assert_close(got: &[f64], want: &[f64], tol: f64) {
     }
 }
 
+/// Each element within `tol` of the wanted one, relative to `1 + |want|`.
+pub fn assert_near(got: &[f64], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "lengths differ");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= tol * (1.0 + w.abs()),
+            "element {i}: got {g}, want {w} (tol {tol})"
+        );
+    }
+}
+
 /// `n` reproducible values in [-1, 1) (a linear congruential generator from `seed`).
 pub fn uniform(n: usize, seed: u64) -> Vec<f64> {
     let mut x = seed;
