@@ -2,6 +2,7 @@
 //! [`Program`], move literals to and from devices, and run programs on one device or on a
 //! mesh of devices (splitting and reassembling shards on the host).
 
+use crate::model::expert_mlp::{EXPERT_MLP, EXPERT_MLP_GRAD};
 use crate::model::masked_attention::{MASKED_ATTENTION, MASKED_ATTENTION_GRAD};
 use crate::model::switch_ffn::CHOSEN_EXPERT_MLP;
 use anyhow::{anyhow, bail, Context, Result};
@@ -90,7 +91,8 @@ impl Device {
 
     /// Shardy annotations, and our kernels where the client has them: bf16 products on
     /// AMX ([`runtime::Client::bf16_dot_call`]), the masked attention composites
-    /// ([`runtime::Client::masked_attention_calls`]) and the chosen-expert MLP
+    /// ([`runtime::Client::masked_attention_calls`]), the experts over their filled slots
+    /// ([`runtime::Client::expert_mlp_calls`]) and the chosen-expert MLP
     /// ([`runtime::Client::chosen_expert_call`]); on one device only, as a custom
     /// call has no rule for splitting it over a mesh.
     pub fn emit_options(&self, f: &Function) -> EmitOptions {
@@ -102,6 +104,11 @@ impl Device {
                 let calls = &mut opts.composite_calls;
                 calls.insert(MASKED_ATTENTION.to_string(), forward.to_string());
                 calls.insert(MASKED_ATTENTION_GRAD.to_string(), grad.to_string());
+            }
+            if let Some([forward, grad]) = self.client.expert_mlp_calls() {
+                let calls = &mut opts.composite_calls;
+                calls.insert(EXPERT_MLP.to_string(), forward.to_string());
+                calls.insert(EXPERT_MLP_GRAD.to_string(), grad.to_string());
             }
             if let Some(target) = self.client.chosen_expert_call() {
                 let calls = &mut opts.composite_calls;

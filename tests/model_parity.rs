@@ -288,9 +288,10 @@ fn one_adamw_step_matches_the_reference() {
 
 /// A batch of 64 tokens (enough for the masked attention composite) with a spout, a
 /// bidirectional prefix and padding: the forward pass and the gradients through our
-/// attention kernels equal the same program with attention as XLA's ops.
+/// kernels (attention, and the experts over their filled slots) equal the same program
+/// with XLA's ops.
 #[test]
-fn the_attention_kernels_give_the_ops_results() {
+fn the_kernels_give_the_ops_results() {
     let dev = gptsan::device::Device::shared().expect("PJRT CPU plugin");
     let (cfg, params) = load_model_dir(&common::hf_tiny()).unwrap();
     let (rows, len) = (2usize, 64usize);
@@ -325,19 +326,18 @@ fn the_attention_kernels_give_the_ops_results() {
     let args = forward_args(&params, &batch, &positions, &labels).unwrap();
     let opts = dev.emit_options(&f);
     if opts.composite_calls.is_empty() {
-        eprintln!("no attention kernel on this machine: nothing to compare");
+        eprintln!("no kernel on this machine: nothing to compare");
         return;
     }
     let text = hlo::to_stablehlo(&f, &opts).unwrap();
-    for target in [
-        "@gptsan_masked_attention(",
-        "@gptsan_masked_attention_grad(",
+    let switch_layers = cfg.num_switch_layers as usize;
+    for (target, count) in [
+        ("@gptsan_masked_attention(", cfg.num_layers() as usize),
+        ("@gptsan_masked_attention_grad(", cfg.num_layers() as usize),
+        ("@gptsan_expert_mlp(", switch_layers),
+        ("@gptsan_expert_mlp_grad(", switch_layers),
     ] {
-        assert_eq!(
-            text.matches(target).count(),
-            cfg.num_layers() as usize,
-            "{target}"
-        );
+        assert_eq!(text.matches(target).count(), count, "{target}");
     }
     let kernel = dev.compile(&f).unwrap().run_literals(&args).unwrap();
     let ops = dev

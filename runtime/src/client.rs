@@ -332,6 +332,21 @@ impl Client {
         .then_some(crate::custom_calls::CHOSEN_EXPERT_MLP)
     }
 
+    /// The custom-call targets of our f32 expert MLP kernels over filled slots, forward
+    /// and gradient ([`crate::custom_calls::EXPERT_MLP`] and `_GRAD`), when this is the
+    /// CPU plugin on a CPU with AVX-512 and `GPTSAN_EXPERTS` is not `xla`; None leaves
+    /// the experts to XLA's products.
+    pub fn expert_mlp_calls(&self) -> Option<[&'static str; 2]> {
+        let wanted = std::env::var("GPTSAN_EXPERTS").map_or(true, |v| v != "xla");
+        (wanted
+            && self.platform_name() == "cpu"
+            && crate::custom_calls::expert_mlp_available(self.inner.api))
+        .then_some([
+            crate::custom_calls::EXPERT_MLP,
+            crate::custom_calls::EXPERT_MLP_GRAD,
+        ])
+    }
+
     pub fn plugin_path(&self) -> &Path {
         self.inner.api.path()
     }

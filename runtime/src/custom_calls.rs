@@ -20,6 +20,7 @@ use crate::amx;
 use crate::api::Api;
 use crate::chosen_expert;
 use crate::error::{Error, Result};
+use crate::expert_mlp;
 use crate::ffi::{PJRT_Error, PJRT_Extension_Base};
 use crate::masked_attention;
 use std::os::raw::{c_char, c_int, c_void};
@@ -106,6 +107,34 @@ pub fn chosen_expert_available(api: &'static Api) -> bool {
                 &[(CHOSEN_EXPERT_MLP.into(), chosen_expert_call)],
                 "the experts of decode steps stay with XLA's ops",
             )
+    })
+}
+
+/// The experts' MLPs of a switch layer over their filled slots: operands `x [G, E, C, d]`,
+/// `filled [G, E]` s32 (each expert's filled slots in a group: a prefix of its `C`),
+/// `wi [E, f, d]`, `wo [E, d, f]`; results `relu(x wi^T) wo^T` `[G, E, C, d]` and the
+/// hidden activations `relu(x wi^T)` `[G, E, C, f]`, zero on empty slots; f32 but for
+/// `filled` ([`crate::expert_mlp`]).
+pub const EXPERT_MLP: &str = "gptsan_expert_mlp";
+
+/// The gradient of [`EXPERT_MLP`]: operands `x`, `filled`, `wi`, `wo`, the hidden
+/// activations and the cotangent of the result; results the cotangents of `x`, `wi` and
+/// `wo`.
+pub const EXPERT_MLP_GRAD: &str = "gptsan_expert_mlp_grad";
+
+/// Registers [`EXPERT_MLP`] and [`EXPERT_MLP_GRAD`] once per process where they can run;
+/// whether programs may call them.
+pub fn expert_mlp_available(api: &'static Api) -> bool {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    *REGISTERED.get_or_init(|| {
+        if !expert_mlp::available() {
+            return false;
+        }
+        let handlers: [(String, Handler); 2] = [
+            (EXPERT_MLP.into(), expert_mlp_call),
+            (EXPERT_MLP_GRAD.into(), expert_mlp_grad_call),
+        ];
+        register_all(api, &handlers, "the experts stay with XLA's products")
     })
 }
 
@@ -536,5 +565,127 @@ unsafe extern "C" fn chosen_expert_call(frame: *mut CallFrame) -> *mut c_void {
         out: out.data as *mut f32,
     };
     chosen_expert::run(ops, d);
+    std::ptr::null_mut()
+}
+
+/// The buffers of a call whose operands and results are f32 but for the `s32_operand`-th
+/// operand (s32), with their dims; None if the counts or types differ.
+unsafe fn f32_and_one_s32(
+    frame: &CallFrame,
+    operands: i64,
+    results: i64,
+    s32_operand: i64,
+) -> Option<(Vec<&FfiBuffer>, Vec<&FfiBuffer>)> {
+    if frame.args.size != operands || frame.rets.size != results {
+        return None;
+    }
+    let args: Vec<&FfiBuffer> = (0..operands)
+        .map(|i| buffer(&frame.args, i))
+        .collect::<Option<_>>()?;
+    let rets: Vec<&FfiBuffer> = (0..results)
+        .map(|i| buffer(&frame.rets, i))
+        .collect::<Option<_>>()?;
+    let typed = args.iter().enumerate().all(|(i, b)| {
+        b.dtype
+            == if i as i64 == s32_operand {
+                DTYPE_S32
+            } else {
+                DTYPE_F32
+            }
+    }) && rets.iter().all(|b| b.dtype == DTYPE_F32);
+    typed.then_some((args, rets))
+}
+
+/// The experts' sizes from `x [G, E, C, d]`, `filled [G, E]`, `wi [E, f, d]` and
+/// `wo [E, d, f]`.
+unsafe fn expert_sizes(
+    x: &FfiBuffer,
+    filled: &FfiBuffer,
+    wi: &FfiBuffer,
+    wo: &FfiBuffer,
+) -> Option<expert_mlp::Dims> {
+    let ([g, e, c, d], [e2, f, d2]) = (dims(x), dims(wi)) else {
+        return None;
+    };
+    let fits = dims(filled) == [*g, *e] && e2 == e && d2 == d && dims(wo) == [*e, *d, *f];
+    fits.then_some(expert_mlp::Dims {
+        groups: *g as usize,
+        experts: *e as usize,
+        capacity: *c as usize,
+        d_model: *d as usize,
+        hidden: *f as usize,
+    })
+}
+
+unsafe extern "C" fn expert_mlp_call(frame: *mut CallFrame) -> *mut c_void {
+    let frame = &*frame;
+    if answer_metadata(frame) || frame.stage != STAGE_EXECUTE {
+        return std::ptr::null_mut();
+    }
+    let Some((args, rets)) = f32_and_one_s32(frame, 4, 2, 1) else {
+        return error(
+            frame,
+            "gptsan_expert_mlp: expected operands x, filled (s32), wi, wo and results out, hidden, all f32 but filled",
+        );
+    };
+    let d = expert_sizes(args[0], args[1], args[2], args[3]).filter(|d| {
+        let (g, e, c) = (d.groups as i64, d.experts as i64, d.capacity as i64);
+        dims(rets[0]) == dims(args[0]) && dims(rets[1]) == [g, e, c, d.hidden as i64]
+    });
+    let Some(d) = d else {
+        return error(
+            frame,
+            "gptsan_expert_mlp: expected x and out [G, E, C, d], filled [G, E], wi [E, f, d], wo [E, d, f], hidden [G, E, C, f]",
+        );
+    };
+    let ops = expert_mlp::Operands {
+        x: args[0].data as *const f32,
+        filled: args[1].data as *const i32,
+        wi: args[2].data as *const f32,
+        wo: args[3].data as *const f32,
+        out: rets[0].data as *mut f32,
+        hidden: rets[1].data as *mut f32,
+    };
+    expert_mlp::run(ops, d, cores());
+    std::ptr::null_mut()
+}
+
+unsafe extern "C" fn expert_mlp_grad_call(frame: *mut CallFrame) -> *mut c_void {
+    let frame = &*frame;
+    if answer_metadata(frame) || frame.stage != STAGE_EXECUTE {
+        return std::ptr::null_mut();
+    }
+    let Some((args, rets)) = f32_and_one_s32(frame, 6, 3, 1) else {
+        return error(
+            frame,
+            "gptsan_expert_mlp_grad: expected operands x, filled (s32), wi, wo, hidden, d_out and results dx, dwi, dwo, all f32 but filled",
+        );
+    };
+    let d = expert_sizes(args[0], args[1], args[2], args[3]).filter(|d| {
+        let (g, e, c) = (d.groups as i64, d.experts as i64, d.capacity as i64);
+        dims(args[4]) == [g, e, c, d.hidden as i64]
+            && dims(args[5]) == dims(args[0])
+            && dims(rets[0]) == dims(args[0])
+            && dims(rets[1]) == dims(args[2])
+            && dims(rets[2]) == dims(args[3])
+    });
+    let Some(d) = d else {
+        return error(
+            frame,
+            "gptsan_expert_mlp_grad: operand or result shapes do not match x [G, E, C, d], wi [E, f, d], wo [E, d, f]",
+        );
+    };
+    let ops = expert_mlp::GradOperands {
+        x: args[0].data as *const f32,
+        filled: args[1].data as *const i32,
+        wi: args[2].data as *const f32,
+        wo: args[3].data as *const f32,
+        hidden: args[4].data as *const f32,
+        d_out: args[5].data as *const f32,
+        dx: rets[0].data as *mut f32,
+        dwi: rets[1].data as *mut f32,
+        dwo: rets[2].data as *mut f32,
+    };
+    expert_mlp::run_grad(ops, d, cores());
     std::ptr::null_mut()
 }

@@ -4,6 +4,7 @@ pub mod attention;
 pub mod checkpoint;
 pub mod config;
 pub mod decode;
+pub mod expert_mlp;
 pub mod gptsan;
 pub mod inputs;
 pub mod loss;

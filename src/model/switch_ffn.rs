@@ -8,6 +8,7 @@
 //! semantics a group is a run of flattened tokens and a dropped token outputs 0.
 
 use super::config::{RouterConfig, RoutingSemantics};
+use super::expert_mlp::experts_on_filled_slots;
 use super::nn::linear;
 use hlo::ir::DotDims;
 use hlo::{DType, Mesh, PartitionSpec, Shape, Tensor};
@@ -107,27 +108,36 @@ fn tables_in(w: &SwitchWeights, expert: &Tensor, dtype: DType) -> (Tensor, Tenso
 /// took 20-23 ms against 11-13 ms. At the train step's and the forward benchmark's
 /// 320-512 slots both orientations run alike.
 fn run_experts(expert_in: &Tensor, w: &SwitchWeights) -> Tensor {
-    let hidden_t =
-        w.wi.dot_general(
-            expert_in,
-            DotDims {
-                lhs_batch: vec![0],
-                rhs_batch: vec![1],
-                lhs_contracting: vec![2],
-                rhs_contracting: vec![3],
-            },
-        )
-        .relu(); // [E, f, G, C]
-    let out_t = w.wo.dot_general(
-        &hidden_t,
+    experts_out_t(&experts_hidden_t(expert_in, w.wi), w.wo).transpose(&[0, 2, 3, 1])
+}
+
+/// `relu(wi . x^T)` per expert, `[E, f, G, C]`, from `expert_in [G, E, C, d]` and
+/// `wi [E, f, d]` (weights-first, see [`run_experts`]).
+pub(super) fn experts_hidden_t(expert_in: &Tensor, wi: &Tensor) -> Tensor {
+    wi.dot_general(
+        expert_in,
+        DotDims {
+            lhs_batch: vec![0],
+            rhs_batch: vec![1],
+            lhs_contracting: vec![2],
+            rhs_contracting: vec![3],
+        },
+    )
+    .relu()
+}
+
+/// `wo . hidden` per expert, `[E, d, G, C]`, from `hidden_t [E, f, G, C]` and
+/// `wo [E, d, f]`.
+pub(super) fn experts_out_t(hidden_t: &Tensor, wo: &Tensor) -> Tensor {
+    wo.dot_general(
+        hidden_t,
         DotDims {
             lhs_batch: vec![0],
             rhs_batch: vec![0],
             lhs_contracting: vec![2],
             rhs_contracting: vec![1],
         },
-    ); // [E, d, G, C]
-    out_t.transpose(&[0, 2, 3, 1])
+    )
 }
 
 /// One device (or tokens replicated over the mesh): tokens to slots, experts, slots back
@@ -264,9 +274,16 @@ fn dispatch_by_index(
         b.concatenate(&[rows.clone(), z], 0)
     };
     let expert_in = zero_row(&xg.reshape(&[g * n, d])).take_rows(&token_of_slot); // [G,E,C,d]
-    let expert_out = run_experts(&expert_in, w) // [E, G, C, d]
-        .transpose(&[1, 0, 2, 3])
-        .reshape(&[g, e * cap, d]);
+    let f32s = [&expert_in, w.wi, w.wo]
+        .iter()
+        .all(|t| t.dtype() == DType::F32);
+    let expert_out = if f32s {
+        let filled = filled_slots(expert, kept, e);
+        experts_on_filled_slots(&expert_in, &filled, w.wi, w.wo)
+    } else {
+        run_experts(&expert_in, w).transpose(&[1, 0, 2, 3]) // [G, E, C, d]
+    }
+    .reshape(&[g, e * cap, d]);
     let with_dump = b.concatenate(
         &[
             expert_out,
@@ -278,6 +295,23 @@ fn dispatch_by_index(
         .reshape(&[g * per_group, d])
         .take_rows(&slot_of_token)
         .reshape(&[g, n, d])
+}
+
+/// How many slots of every expert are filled in each group, `[G, E]` s32, from
+/// `expert [G, N]` s32 and `kept [G, N]` f32: the kept tokens of an expert take its first
+/// slots, so this is their count.
+fn filled_slots(expert: &Tensor, kept: &Tensor, experts: i64) -> Tensor {
+    let b = expert.builder();
+    let (g, n) = (expert.dims()[0], expert.dims()[1]);
+    let each = b.iota(&Shape::new(DType::S32, vec![g, n, experts]), 2);
+    let mine = expert
+        .expand_dim(2)
+        .broadcast_to(&[g, n, experts])
+        .eq(&each);
+    let kept = kept.expand_dim(2).broadcast_to(&[g, n, experts]);
+    mine.select(&kept, &b.scalar(0.0, DType::F32))
+        .reduce_sum(&[1])
+        .convert(DType::S32)
 }
 
 /// The mesh to run expert parallelism on: one with a `model` axis of size M > 1 that
