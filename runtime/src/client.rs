@@ -347,6 +347,17 @@ impl Client {
         ])
     }
 
+    /// The custom-call target of our column log-sum-exp kernel
+    /// ([`crate::custom_calls::LOGSUMEXP_COLUMNS`]), when this is the CPU plugin on a CPU
+    /// with AVX-512 and `GPTSAN_LOGSUMEXP` is not `xla`.
+    pub fn logsumexp_call(&self) -> Option<&'static str> {
+        let wanted = std::env::var("GPTSAN_LOGSUMEXP").map_or(true, |v| v != "xla");
+        (wanted
+            && self.platform_name() == "cpu"
+            && crate::custom_calls::logsumexp_available(self.inner.api))
+        .then_some(crate::custom_calls::LOGSUMEXP_COLUMNS)
+    }
+
     pub fn plugin_path(&self) -> &Path {
         self.inner.api.path()
     }

@@ -22,6 +22,7 @@ use crate::chosen_expert;
 use crate::error::{Error, Result};
 use crate::expert_mlp;
 use crate::ffi::{PJRT_Error, PJRT_Extension_Base};
+use crate::logsumexp;
 use crate::masked_attention;
 use std::os::raw::{c_char, c_int, c_void};
 use std::sync::OnceLock;
@@ -135,6 +136,24 @@ pub fn expert_mlp_available(api: &'static Api) -> bool {
             (EXPERT_MLP_GRAD.into(), expert_mlp_grad_call),
         ];
         register_all(api, &handlers, "the experts stay with XLA's products")
+    })
+}
+
+/// The log-sum-exp of every column: operand `x [R, C]`, result `[C]`, f32
+/// ([`crate::logsumexp`]).
+pub const LOGSUMEXP_COLUMNS: &str = "gptsan_logsumexp_columns";
+
+/// Registers [`LOGSUMEXP_COLUMNS`] once per process where it can run; whether programs
+/// may call it.
+pub fn logsumexp_available(api: &'static Api) -> bool {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    *REGISTERED.get_or_init(|| {
+        logsumexp::available()
+            && register_all(
+                api,
+                &[(LOGSUMEXP_COLUMNS.into(), logsumexp_call)],
+                "log-sum-exps stay with XLA's reductions",
+            )
     })
 }
 
@@ -687,5 +706,39 @@ unsafe extern "C" fn expert_mlp_grad_call(frame: *mut CallFrame) -> *mut c_void 
         dwo: rets[2].data as *mut f32,
     };
     expert_mlp::run_grad(ops, d, cores());
+    std::ptr::null_mut()
+}
+
+unsafe extern "C" fn logsumexp_call(frame: *mut CallFrame) -> *mut c_void {
+    let frame = &*frame;
+    if answer_metadata(frame) || frame.stage != STAGE_EXECUTE {
+        return std::ptr::null_mut();
+    }
+    let (Some(args), Some(rets)) = (f32_buffers(&frame.args, 1), f32_buffers(&frame.rets, 1))
+    else {
+        return error(
+            frame,
+            "gptsan_logsumexp_columns: expected one f32 operand and one f32 result",
+        );
+    };
+    let ([rows, cols], [out]) = (args[0].1, rets[0].1) else {
+        return error(
+            frame,
+            "gptsan_logsumexp_columns: expected x [R, C] and result [C]",
+        );
+    };
+    if out != cols {
+        return error(
+            frame,
+            "gptsan_logsumexp_columns: expected x [R, C] and result [C]",
+        );
+    }
+    logsumexp::columns(
+        args[0].0,
+        *rows as usize,
+        *cols as usize,
+        rets[0].0,
+        cores(),
+    );
     std::ptr::null_mut()
 }

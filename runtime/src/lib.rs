@@ -33,10 +33,13 @@ pub mod executable;
 pub mod expert_mlp;
 pub mod ffi;
 pub mod gemm;
+pub mod logsumexp;
 pub mod masked_attention;
 pub mod options;
 pub mod plugin;
 mod signature;
+#[cfg(target_arch = "x86_64")]
+mod simd;
 pub mod watchdog;
 
 pub use backend::Backend;

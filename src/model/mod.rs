@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod checkpoint;
+pub mod column_logsumexp;
 pub mod config;
 pub mod decode;
 pub mod expert_mlp;
