@@ -4,7 +4,7 @@
 //!
 //! Method (as BLIS): the right operand is packed in blocks of `KC` rows into panels of
 //! [`NR`] columns, the left one into panels of [`MR`] rows, both with the contracted
-//! index outermost; a micro-kernel keeps an `MR x NR` block of the result in 24 vector
+//! index outermost; a micro-kernel keeps an `MR x NR` block of the result in 28 vector
 //! registers and adds one rank-1 update per contracted index. Any strides are accepted
 //! (the packing reads them), so transposed operands cost no copy of their own.
 
@@ -15,13 +15,13 @@ use std::arch::x86_64::*;
 pub const MR: usize = 14;
 /// Columns of the result per micro-kernel call (two vectors of 16).
 pub const NR: usize = 32;
-/// At most this many contracted indices per packed block (a `KC x NR` panel, 40 KB,
-/// stays in L1); `k` is split into equal blocks, so that 257 is one block, not 256 + 1
-/// (a second pass over the result for one rank-1 update).
+/// At most this many contracted indices per packed block (a `KC x MR` panel of the left
+/// operand, 18 KB, stays in L1); `k` is split into equal blocks, so that 257 is one
+/// block, not 256 + 1 (a second pass over the result for one rank-1 update).
 const KC: usize = 320;
 /// Result rows per packed block of the left operand (`MC x KC`, 210 KB, in L2).
 const MC: usize = 12 * MR;
-/// Result columns per packed block of the right operand (`KC x NC`, 512 KB, in L2).
+/// Result columns per packed block of the right operand (`KC x NC`, 640 KB, in L2).
 const NC: usize = 512;
 
 /// A read-only matrix view: element `(i, j)` at `ptr[i * rs + j * cs]`.
@@ -140,12 +140,14 @@ pub unsafe fn gemm(
                     ..a
                 };
                 pack_a(rows_of_a, p0, kc, mc, &mut packs.a);
-                for jr in (0..nc).step_by(NR) {
-                    let cols = NR.min(nc - jr);
-                    let bp = packs.b.as_ptr().add(jr * kc);
-                    for ir in (0..mc).step_by(MR) {
-                        let rows = MR.min(mc - ir);
-                        let ap = packs.a.as_ptr().add(ir * kc);
+                // Each `MR`-row panel of the left block (`kc x MR`, 18 KB) stays in L1
+                // while the right block's panels stream past it from L2.
+                for ir in (0..mc).step_by(MR) {
+                    let rows = MR.min(mc - ir);
+                    let ap = packs.a.as_ptr().add(ir * kc);
+                    for jr in (0..nc).step_by(NR) {
+                        let cols = NR.min(nc - jr);
+                        let bp = packs.b.as_ptr().add(jr * kc);
                         let cp = c.add((i0 + ir) * ldc + j0 + jr);
                         micro_kernel(kc, ap, bp, cp, ldc, rows, cols, add, relu);
                     }
