@@ -286,15 +286,16 @@ fn one_adamw_step_matches_the_reference() {
     check_adamw_step("train_spout", "spout", &[]);
 }
 
-/// A batch of 64 tokens (enough for the masked attention composite) with a spout, a
+/// Four rows of 64 tokens (enough for the masked attention composite) with a spout, a
 /// bidirectional prefix and padding: the forward pass and the gradients through our
-/// kernels (attention, and the experts over their filled slots) equal the same program
-/// with XLA's ops.
+/// kernels (attention, the experts over their filled slots, the head's product) equal
+/// the same program with XLA's ops.
 #[test]
 fn the_kernels_give_the_ops_results() {
     let dev = gptsan::device::Device::shared().expect("PJRT CPU plugin");
     let (cfg, params) = load_model_dir(&common::hf_tiny()).unwrap();
-    let (rows, len) = (2usize, 64usize);
+    // 256 positions: the head's logits go through the f32 product composite too.
+    let (rows, len) = (4usize, 64usize);
     let n = rows * len;
     let batch = HostBatch {
         batch: rows,
@@ -336,6 +337,7 @@ fn the_kernels_give_the_ops_results() {
         ("@gptsan_masked_attention_grad(", cfg.num_layers() as usize),
         ("@gptsan_expert_mlp(", switch_layers),
         ("@gptsan_expert_mlp_grad(", switch_layers),
+        ("@gptsan_f32_matmul_nt(", 1),
     ] {
         assert_eq!(text.matches(target).count(), count, "{target}");
     }

@@ -358,6 +358,17 @@ impl Client {
         .then_some(crate::custom_calls::LOGSUMEXP_COLUMNS)
     }
 
+    /// The custom-call target of our f32 product `a b^T`
+    /// ([`crate::custom_calls::F32_MATMUL_NT`]), when this is the CPU plugin on a CPU with
+    /// AVX-512 and `GPTSAN_F32_MATMUL` is not `xla`.
+    pub fn f32_matmul_call(&self) -> Option<&'static str> {
+        let wanted = std::env::var("GPTSAN_F32_MATMUL").map_or(true, |v| v != "xla");
+        (wanted
+            && self.platform_name() == "cpu"
+            && crate::custom_calls::f32_matmul_available(self.inner.api))
+        .then_some(crate::custom_calls::F32_MATMUL_NT)
+    }
+
     pub fn plugin_path(&self) -> &Path {
         self.inner.api.path()
     }

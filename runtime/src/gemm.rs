@@ -157,6 +157,80 @@ pub unsafe fn gemm(
     }
 }
 
+/// [`gemm`] on `threads` threads (the caller's and `threads - 1` more), each computing a
+/// share of the result's columns (whole [`NR`]-column panels) with its own packing
+/// buffers: each packs only its share of `b`, the larger operand of the products this
+/// serves (the tied head's `[tokens, d] . [V, d]^T`).
+///
+/// # Safety
+/// As for [`gemm`].
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_threads(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef,
+    b: MatRef,
+    c: *mut f32,
+    ldc: usize,
+    store: Store,
+    threads: usize,
+) {
+    let panels = n.div_ceil(NR);
+    let threads = threads.clamp(1, panels.max(1));
+    let share = panels.div_ceil(threads) * NR;
+    let c_addr = c as usize;
+    let work = move |t: usize| {
+        let b: MatRef = b; // the whole view (Send), not its pointer field
+        let j0 = (t * share).min(n);
+        let cols = share.min(n - j0);
+        let b_part = MatRef {
+            ptr: b.ptr.offset(j0 as isize * b.cs),
+            ..b
+        };
+        let c_part = (c_addr as *mut f32).add(j0);
+        // SAFETY: the threads write disjoint column ranges of `c`; the rest is the
+        // caller's promise.
+        unsafe {
+            gemm(
+                m,
+                cols,
+                k,
+                a,
+                b_part,
+                c_part,
+                ldc,
+                store,
+                &mut Packs::default(),
+            )
+        };
+    };
+    std::thread::scope(|s| {
+        for t in 1..threads {
+            s.spawn(move || work(t));
+        }
+        work(0);
+    });
+}
+
+/// Off x86-64 [`available`] is false and nothing calls the products.
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm(
+    _: usize,
+    _: usize,
+    _: usize,
+    _: MatRef,
+    _: MatRef,
+    _: *mut f32,
+    _: usize,
+    _: Store,
+    _: &mut Packs,
+) {
+    unreachable!("`available` is false off x86-64")
+}
+
 /// Packs rows `p0..p0 + kc` of `b`'s columns `j0..j0 + nc` into panels of `NR`
 /// columns, each `[kc][NR]`, zero beyond `nc`.
 #[cfg(target_arch = "x86_64")]
@@ -199,6 +273,7 @@ unsafe fn pack_a(a: MatRef, p0: usize, kc: usize, m: usize, out: &mut [f32]) {
 }
 
 /// The first `n` of 16 lanes.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn lane_mask(n: usize) -> __mmask16 {
     ((1u32 << n.min(16)) - 1) as __mmask16
@@ -222,6 +297,7 @@ unsafe fn lane_offsets(stride: isize) -> Option<__m512i> {
 /// The floats at `src + l * stride` for the lanes `l` in `mask`, zero in the others: a
 /// plain load when they are adjacent, a gather when `lanes` holds their offsets, else
 /// one by one.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn load_lanes(
     src: *const f32,
@@ -299,6 +375,54 @@ mod tests {
         (0..n)
             .map(|i| (((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0) - 1.0)
             .collect()
+    }
+
+    /// Two and three threads splitting the columns give the one-thread result, for
+    /// widths that are not a multiple of the panel and fewer panels than threads.
+    #[test]
+    fn threads_split_the_columns() {
+        if !available() {
+            eprintln!("skipped: no AVX-512");
+            return;
+        }
+        for &(m, n, k) in &[(17, 101, 9), (5, 20, 3), (30, 700, 40)] {
+            let a = values(m * k, 4);
+            let b = values(n * k, 5);
+            let (va, vb) = (MatRef::rows(a.as_ptr(), k), MatRef::rows(b.as_ptr(), k).t());
+            let mut want = vec![0.0f32; m * n];
+            // SAFETY: the sizes match the buffers; AVX-512 was checked.
+            unsafe {
+                gemm(
+                    m,
+                    n,
+                    k,
+                    va,
+                    vb,
+                    want.as_mut_ptr(),
+                    n,
+                    Store::Overwrite,
+                    &mut Packs::default(),
+                )
+            };
+            for threads in [2, 3] {
+                let mut got = vec![f32::NAN; m * n];
+                // SAFETY: as above.
+                unsafe {
+                    gemm_threads(
+                        m,
+                        n,
+                        k,
+                        va,
+                        vb,
+                        got.as_mut_ptr(),
+                        n,
+                        Store::Overwrite,
+                        threads,
+                    )
+                };
+                assert_eq!(got, want, "{m}x{n}x{k} on {threads} threads");
+            }
+        }
     }
 
     /// Every store mode, both storage orders of both operands, sizes off the panel

@@ -11,6 +11,7 @@
 use super::attention::{self_attention, AttentionWeights};
 use super::config::ModelConfig;
 use super::mask::prefix_lm_mask;
+use super::matmul::matmul_nt;
 use super::nn::{layer_norm, linear, linear_bias};
 use super::params::{block_prefix, ParamSpec};
 use super::switch_ffn::{switch_ffn, SwitchOutput, SwitchWeights};
@@ -331,7 +332,8 @@ const BIAS_IN_DOT_POSITIONS: i64 = 256;
 /// add is a whole extra pass over the `[positions, V]` logits (295 MB for 2,048
 /// positions), while the extra column costs nothing measurable (d 257 runs as fast as
 /// 256) and the widened embedding is one 37 MB copy. Few positions (decode steps) keep
-/// the plain add, which is cheaper than that copy.
+/// the plain add, which is cheaper than that copy. In f32 that dot is the [`matmul_nt`]
+/// composite (our own product where the backend has it).
 pub fn lm_head(h: &Tensor, wte: &Tensor, bias: &Tensor) -> Tensor {
     let d = h.dims()[h.rank() - 1];
     let positions = h.dims().iter().product::<i64>() / d;
@@ -339,7 +341,13 @@ pub fn lm_head(h: &Tensor, wte: &Tensor, bias: &Tensor) -> Tensor {
         let v = bias.dims()[1];
         return linear(h, wte).add(&bias.reshape(&[v]));
     }
-    linear(&with_ones_column(h), &with_bias_column(wte, bias))
+    let (h_ones, wte_bias) = (with_ones_column(h), with_bias_column(wte, bias));
+    if h.dtype() != DType::F32 || wte_bias.dtype() != DType::F32 {
+        return linear(&h_ones, &wte_bias);
+    }
+    let mut dims = h.dims().to_vec();
+    dims[h.rank() - 1] = wte.dims()[0];
+    matmul_nt(&h_ones.reshape(&[positions, d + 1]), &wte_bias).reshape(&dims)
 }
 
 /// `[h, 1]`: `h [.., d]` with a column of ones appended, to meet [`with_bias_column`].

@@ -11,6 +11,7 @@ pub mod inputs;
 pub mod loss;
 pub mod mask;
 pub mod masked_attention;
+pub mod matmul;
 pub mod nn;
 pub mod params;
 pub mod precision;
