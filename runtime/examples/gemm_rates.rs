@@ -12,9 +12,8 @@ use anyhow::{bail, Result};
 use runtime::gemm::{self, MatRef, Packs, Store};
 use std::time::Instant;
 
-fn time(m: usize, k: usize, n: usize, mode: &str, threads: usize) -> f64 {
-    let a = vec![0.5f32; m * k];
-    let b = vec![0.25f32; k * n];
+/// The operands' views for `mode`: `l`, `a` stored `[k, m]`; `t`, `b` stored `[n, k]`.
+fn views(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, mode: &str) -> (MatRef, MatRef) {
     let view_a = if mode.contains('l') {
         MatRef::rows(a.as_ptr(), m).t()
     } else {
@@ -25,6 +24,13 @@ fn time(m: usize, k: usize, n: usize, mode: &str, threads: usize) -> f64 {
     } else {
         MatRef::rows(b.as_ptr(), n)
     };
+    (view_a, view_b)
+}
+
+fn time(m: usize, k: usize, n: usize, mode: &str, threads: usize) -> f64 {
+    let a = vec![0.5f32; m * k];
+    let b = vec![0.25f32; k * n];
+    let (view_a, view_b) = views(&a, &b, m, k, n, mode);
     let reps = 20;
     let mut best = f64::MAX;
     for _ in 0..5 {
@@ -64,16 +70,7 @@ fn time_split(m: usize, k: usize, n: usize, mode: &str) -> f64 {
     let a = vec![0.5f32; m * k];
     let b = vec![0.25f32; k * n];
     let mut c = vec![0f32; m * n];
-    let view_a = if mode.contains('l') {
-        MatRef::rows(a.as_ptr(), m).t()
-    } else {
-        MatRef::rows(a.as_ptr(), k)
-    };
-    let view_b = if mode.contains('t') {
-        MatRef::rows(b.as_ptr(), k).t()
-    } else {
-        MatRef::rows(b.as_ptr(), n)
-    };
+    let (view_a, view_b) = views(&a, &b, m, k, n, mode);
     let half = m.div_ceil(2);
     let mut best = f64::MAX;
     for _ in 0..6 {

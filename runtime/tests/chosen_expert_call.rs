@@ -5,7 +5,7 @@
 mod common;
 
 use hlo::ir::DotDims;
-use hlo::{to_stablehlo, Builder, DType, EmitOptions, Literal, Shape, Tensor};
+use hlo::{Builder, DType, Literal, Shape, Tensor};
 
 const NAME: &str = "chosen";
 
@@ -49,17 +49,8 @@ fn the_kernel_equals_the_ops() {
         .composite(NAME, &[x, expert, kept, wi, wo], decomposition)
         .remove(0);
     let func = b.build(&[&out]).unwrap();
-    let mut ours = EmitOptions::default();
-    ours.composite_calls.insert(NAME.into(), target.into());
-    let with_call = to_stablehlo(&func, &ours).unwrap();
-    assert_eq!(with_call.matches("stablehlo.custom_call").count(), 1);
-    let xla = to_stablehlo(&func, &EmitOptions::default()).unwrap();
-    let floats = |len: i64, seed: u64| -> Vec<f32> {
-        common::uniform(len as usize, seed)
-            .iter()
-            .map(|v| *v as f32)
-            .collect()
-    };
+    let (with_call, xla) = common::with_and_without_calls(&func, &[(NAME, target)], 1);
+    let floats = |len: i64, seed: u64| common::uniform_f32(len as usize, seed);
     let inputs = [
         Literal::from_slice(&[n, d], &floats(n * d, 1)).unwrap(),
         Literal::from_slice(&[n], &[2i32, 0, 1, 7]).unwrap(), // 7 is clamped to 2

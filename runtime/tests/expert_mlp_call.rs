@@ -6,7 +6,7 @@
 mod common;
 
 use hlo::ir::DotDims;
-use hlo::{to_stablehlo, Builder, DType, EmitOptions, Literal, Shape, Tensor};
+use hlo::{Builder, DType, Literal, Shape, Tensor};
 
 const FORWARD: &str = "experts";
 const GRAD: &str = "experts_grad";
@@ -48,10 +48,7 @@ fn grad_ops(b: &Builder, a: &[Tensor]) -> Vec<Tensor> {
 
 /// Slot values with the empty slots' rows zero, as the model's slots are.
 fn slots(width: i64, seed: u64) -> Literal {
-    let mut v: Vec<f32> = common::uniform((G * E * C * width) as usize, seed)
-        .iter()
-        .map(|x| *x as f32)
-        .collect();
+    let mut v = common::uniform_f32((G * E * C * width) as usize, seed);
     for (ge, &n) in FILLED.iter().enumerate() {
         let first_empty = ge as i64 * C + (n as i64).min(C);
         v[(first_empty * width) as usize..((ge as i64 + 1) * C * width) as usize].fill(0.0);
@@ -61,7 +58,7 @@ fn slots(width: i64, seed: u64) -> Literal {
 
 fn weights(dims: &[i64], seed: u64) -> Literal {
     let n = dims.iter().product::<i64>() as usize;
-    let v: Vec<f32> = common::uniform(n, seed).iter().map(|x| *x as f32).collect();
+    let v = common::uniform_f32(n, seed);
     Literal::from_slice(dims, &v).unwrap()
 }
 
@@ -73,12 +70,8 @@ fn both_ways(
 ) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
     let client = common::client();
     let [forward, grad] = client.expert_mlp_calls().unwrap();
-    let mut ours = EmitOptions::default();
-    ours.composite_calls.insert(FORWARD.into(), forward.into());
-    ours.composite_calls.insert(GRAD.into(), grad.into());
-    let with_calls = to_stablehlo(func, &ours).unwrap();
-    assert_eq!(with_calls.matches("stablehlo.custom_call").count(), calls);
-    let xla = to_stablehlo(func, &EmitOptions::default()).unwrap();
+    let (with_calls, xla) =
+        common::with_and_without_calls(func, &[(FORWARD, forward), (GRAD, grad)], calls);
     (
         common::run_on_device(&with_calls, inputs),
         common::run_on_device(&xla, inputs),

@@ -5,7 +5,7 @@
 
 mod common;
 
-use hlo::{to_stablehlo, Builder, DType, EmitOptions, Literal, Shape};
+use hlo::{Builder, DType, Literal, Shape};
 
 #[test]
 fn the_kernel_equals_the_ops() {
@@ -25,14 +25,10 @@ fn the_kernel_equals_the_ops() {
         .composite("lse", &[x], |_, a| vec![a[0].logsumexp(0)])
         .remove(0);
     let func = b.build(&[&out]).unwrap();
-    let mut ours = EmitOptions::default();
-    ours.composite_calls.insert("lse".into(), target.into());
-    let with_call = to_stablehlo(&func, &ours).unwrap();
-    assert_eq!(with_call.matches("stablehlo.custom_call").count(), 1);
-    let xla = to_stablehlo(&func, &EmitOptions::default()).unwrap();
-    let mut values: Vec<f32> = common::uniform((rows * cols) as usize, 7)
+    let (with_call, xla) = common::with_and_without_calls(&func, &[("lse", target)], 1);
+    let mut values: Vec<f32> = common::uniform_f32((rows * cols) as usize, 7)
         .iter()
-        .map(|v| (*v * 30.0) as f32)
+        .map(|v| v * 30.0)
         .collect();
     for r in 0..rows as usize {
         values[r * cols as usize + 5] = f32::NEG_INFINITY;

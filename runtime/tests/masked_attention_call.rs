@@ -5,7 +5,7 @@
 mod common;
 
 use hlo::ir::DotDims;
-use hlo::{to_stablehlo, Builder, DType, EmitOptions, Literal, Shape, Tensor};
+use hlo::{Builder, DType, Literal, Shape, Tensor};
 
 const NAME: &str = "attention";
 
@@ -60,11 +60,7 @@ fn the_kernel_equals_the_ops() {
     let m = bld.parameter("mask", f32s(&[b, t, s]));
     let out = bld.composite(NAME, &[q, k, v, m], decomposition).remove(0);
     let f = bld.build(&[&out]).unwrap();
-    let mut ours = EmitOptions::default();
-    ours.composite_calls.insert(NAME.into(), target.into());
-    let with_call = to_stablehlo(&f, &ours).unwrap();
-    assert_eq!(with_call.matches("stablehlo.custom_call").count(), 1);
-    let xla = to_stablehlo(&f, &EmitOptions::default()).unwrap();
+    let (with_call, xla) = common::with_and_without_calls(&f, &[(NAME, target)], 1);
 
     // Key 0 is a past key every row sees; then causal; batch row 1 has two padded keys;
     // row 35 of batch row 0 sees nothing (uniform).

@@ -68,6 +68,30 @@ pub fn uniform(n: usize, seed: u64) -> Vec<f64> {
         .collect()
 }
 
+/// `n` reproducible f32 values in [-1, 1) ([`uniform`]).
+pub fn uniform_f32(n: usize, seed: u64) -> Vec<f32> {
+    uniform(n, seed).iter().map(|v| *v as f32).collect()
+}
+
+/// `func` emitted twice: with the composites named in `calls` as custom calls to their
+/// targets (asserting that `count` custom calls appear), and with every composite as its
+/// ops.
+pub fn with_and_without_calls(
+    func: &hlo::Function,
+    calls: &[(&str, &str)],
+    count: usize,
+) -> (String, String) {
+    let mut ours = hlo::EmitOptions::default();
+    for (name, target) in calls {
+        ours.composite_calls
+            .insert(name.to_string(), target.to_string());
+    }
+    let with_calls = hlo::to_stablehlo(func, &ours).unwrap();
+    assert_eq!(with_calls.matches("stablehlo.custom_call").count(), count);
+    let ops = hlo::to_stablehlo(func, &hlo::EmitOptions::default()).unwrap();
+    (with_calls, ops)
+}
+
 /// Compiles StableHLO `text` on the shared client, runs it on device 0 with `inputs`, and
 /// returns every output as f64 values.
 pub fn run_on_device(text: &str, inputs: &[hlo::Literal]) -> Vec<Vec<f64>> {
