@@ -289,11 +289,21 @@ fn one_adamw_step_matches_the_reference() {
 /// Four rows of 64 tokens (enough for the masked attention composite) with a spout, a
 /// bidirectional prefix and padding: the forward pass and the gradients through our
 /// kernels (attention, the experts over their filled slots, the head's product) equal
-/// the same program with XLA's ops.
+/// the same program with XLA's ops, in the model's `hf` routing and in `original` routing
+/// (groups of 128 tokens, its evaluation capacity factor).
 #[test]
 fn the_kernels_give_the_ops_results() {
-    let dev = gptsan::device::Device::shared().expect("PJRT CPU plugin");
     let (cfg, params) = load_model_dir(&common::hf_tiny()).unwrap();
+    let mut original = cfg.clone();
+    original.router.semantics = gptsan::model::RoutingSemantics::Original;
+    original.router.group_size = 128;
+    for cfg in [cfg, original] {
+        kernels_match_ops(&cfg, &params);
+    }
+}
+
+fn kernels_match_ops(cfg: &gptsan::model::ModelConfig, params: &[hlo::Literal]) {
+    let dev = gptsan::device::Device::shared().expect("PJRT CPU plugin");
     // 256 positions: the head's logits go through the f32 product composite too.
     let (rows, len) = (4usize, 64usize);
     let n = rows * len;
@@ -323,8 +333,8 @@ fn the_kernels_give_the_ops_results() {
         loss: true,
         weights: hlo::DType::F32,
     };
-    let f = forward_program(&cfg, shape).unwrap();
-    let args = forward_args(&params, &batch, &positions, &labels).unwrap();
+    let f = forward_program(cfg, shape).unwrap();
+    let args = forward_args(params, &batch, &positions, &labels).unwrap();
     let opts = dev.emit_options(&f);
     if opts.composite_calls.is_empty() {
         eprintln!("no kernel on this machine: nothing to compare");
