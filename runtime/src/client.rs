@@ -299,9 +299,7 @@ impl Client {
     /// bf16 and `GPTSAN_BF16_DOTS` is not `xla`; None leaves them to XLA (which computes
     /// them in f32).
     pub fn bf16_dot_call(&self) -> Option<&'static str> {
-        let wanted = std::env::var("GPTSAN_BF16_DOTS").map_or(true, |v| v != "xla");
-        (wanted
-            && self.platform_name() == "cpu"
+        (self.kernel_wanted("GPTSAN_BF16_DOTS")
             && crate::custom_calls::bf16_dot_available(self.inner.api))
         .then_some(crate::custom_calls::BF16_DOT)
     }
@@ -311,9 +309,7 @@ impl Client {
     /// CPU plugin on a CPU with AVX-512 and `GPTSAN_ATTENTION` is not `xla`; None leaves
     /// attention to XLA's ops.
     pub fn masked_attention_calls(&self) -> Option<[&'static str; 2]> {
-        let wanted = std::env::var("GPTSAN_ATTENTION").map_or(true, |v| v != "xla");
-        (wanted
-            && self.platform_name() == "cpu"
+        (self.kernel_wanted("GPTSAN_ATTENTION")
             && crate::custom_calls::masked_attention_available(self.inner.api))
         .then_some([
             crate::custom_calls::MASKED_ATTENTION,
@@ -325,9 +321,7 @@ impl Client {
     /// ([`crate::custom_calls::CHOSEN_EXPERT_MLP`]), when this is the CPU plugin on a CPU
     /// with AVX-512 and `GPTSAN_CHOSEN_EXPERT` is not `xla`.
     pub fn chosen_expert_call(&self) -> Option<&'static str> {
-        let wanted = std::env::var("GPTSAN_CHOSEN_EXPERT").map_or(true, |v| v != "xla");
-        (wanted
-            && self.platform_name() == "cpu"
+        (self.kernel_wanted("GPTSAN_CHOSEN_EXPERT")
             && crate::custom_calls::chosen_expert_available(self.inner.api))
         .then_some(crate::custom_calls::CHOSEN_EXPERT_MLP)
     }
@@ -337,9 +331,7 @@ impl Client {
     /// CPU plugin on a CPU with AVX-512 and `GPTSAN_EXPERTS` is not `xla`; None leaves
     /// the experts to XLA's products.
     pub fn expert_mlp_calls(&self) -> Option<[&'static str; 2]> {
-        let wanted = std::env::var("GPTSAN_EXPERTS").map_or(true, |v| v != "xla");
-        (wanted
-            && self.platform_name() == "cpu"
+        (self.kernel_wanted("GPTSAN_EXPERTS")
             && crate::custom_calls::expert_mlp_available(self.inner.api))
         .then_some([
             crate::custom_calls::EXPERT_MLP,
@@ -351,9 +343,7 @@ impl Client {
     /// ([`crate::custom_calls::LOGSUMEXP_COLUMNS`]), when this is the CPU plugin on a CPU
     /// with AVX-512 and `GPTSAN_LOGSUMEXP` is not `xla`.
     pub fn logsumexp_call(&self) -> Option<&'static str> {
-        let wanted = std::env::var("GPTSAN_LOGSUMEXP").map_or(true, |v| v != "xla");
-        (wanted
-            && self.platform_name() == "cpu"
+        (self.kernel_wanted("GPTSAN_LOGSUMEXP")
             && crate::custom_calls::logsumexp_available(self.inner.api))
         .then_some(crate::custom_calls::LOGSUMEXP_COLUMNS)
     }
@@ -362,11 +352,15 @@ impl Client {
     /// ([`crate::custom_calls::F32_MATMUL_NT`]), when this is the CPU plugin on a CPU with
     /// AVX-512 and `GPTSAN_F32_MATMUL` is not `xla`.
     pub fn f32_matmul_call(&self) -> Option<&'static str> {
-        let wanted = std::env::var("GPTSAN_F32_MATMUL").map_or(true, |v| v != "xla");
-        (wanted
-            && self.platform_name() == "cpu"
+        (self.kernel_wanted("GPTSAN_F32_MATMUL")
             && crate::custom_calls::f32_matmul_available(self.inner.api))
         .then_some(crate::custom_calls::F32_MATMUL_NT)
+    }
+
+    /// Whether our CPU kernels may be used: this is the CPU plugin and the environment
+    /// variable `var` (one per kernel) is not `xla`.
+    fn kernel_wanted(&self, var: &str) -> bool {
+        std::env::var(var).map_or(true, |v| v != "xla") && self.platform_name() == "cpu"
     }
 
     pub fn plugin_path(&self) -> &Path {

@@ -38,30 +38,44 @@ pub const BF16_DOT: &str = "gptsan_bf16_dot";
 /// [`BF16_DOT`]; a failure is logged and leaves XLA's own dots in use.
 pub fn bf16_dot_available(api: &'static Api) -> bool {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
-    *REGISTERED.get_or_init(|| {
-        if !amx::available() {
-            return false;
-        }
-        let handlers: [(String, Handler); 4] = [
-            (format!("{BF16_DOT}_nn"), bf16_dot::<false, false>),
-            (format!("{BF16_DOT}_tn"), bf16_dot::<true, false>),
-            (format!("{BF16_DOT}_nt"), bf16_dot::<false, true>),
-            (format!("{BF16_DOT}_tt"), bf16_dot::<true, true>),
-        ];
-        register_all(api, &handlers, "bf16 products stay with XLA")
-    })
+    let names = ["nn", "tn", "nt", "tt"].map(|suffix| format!("{BF16_DOT}_{suffix}"));
+    let handlers: [(&str, Handler); 4] = [
+        (&names[0], bf16_dot::<false, false>),
+        (&names[1], bf16_dot::<true, false>),
+        (&names[2], bf16_dot::<false, true>),
+        (&names[3], bf16_dot::<true, true>),
+    ];
+    register_once(
+        &REGISTERED,
+        api,
+        amx::available,
+        &handlers,
+        "bf16 products stay with XLA",
+    )
 }
 
-/// Registers every handler for the CPU ("Host"); false (logged with `fallback`) if one
-/// fails.
-fn register_all(api: &'static Api, handlers: &[(String, Handler)], fallback: &str) -> bool {
-    for (name, handler) in handlers {
-        if let Err(e) = register(api, name, "Host", *handler) {
-            tracing::warn!(error = %e, "{fallback}");
+/// Registers `handlers` for the CPU ("Host") the first time it is asked, if `can_run`;
+/// afterwards returns the first answer. False (logged with `fallback`) if a
+/// registration fails: programs then keep XLA's ops.
+fn register_once(
+    registered: &OnceLock<bool>,
+    api: &'static Api,
+    can_run: fn() -> bool,
+    handlers: &[(&str, Handler)],
+    fallback: &str,
+) -> bool {
+    *registered.get_or_init(|| {
+        if !can_run() {
             return false;
         }
-    }
-    true
+        for (name, handler) in handlers {
+            if let Err(e) = register(api, name, "Host", *handler) {
+                tracing::warn!(error = %e, "{fallback}");
+                return false;
+            }
+        }
+        true
+    })
 }
 
 /// The masked attention kernel's target: operands `q [B, T, H, dh]`, `k` and `v
@@ -81,16 +95,17 @@ pub const MASKED_ATTENTION_GRAD: &str = "gptsan_masked_attention_grad";
 /// programs may call them.
 pub fn masked_attention_available(api: &'static Api) -> bool {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
-    *REGISTERED.get_or_init(|| {
-        if !masked_attention::available() {
-            return false;
-        }
-        let handlers: [(String, Handler); 2] = [
-            (MASKED_ATTENTION.into(), masked_attention_call),
-            (MASKED_ATTENTION_GRAD.into(), masked_attention_grad_call),
-        ];
-        register_all(api, &handlers, "attention stays with XLA's ops")
-    })
+    let handlers: [(&str, Handler); 2] = [
+        (MASKED_ATTENTION, masked_attention_call),
+        (MASKED_ATTENTION_GRAD, masked_attention_grad_call),
+    ];
+    register_once(
+        &REGISTERED,
+        api,
+        masked_attention::available,
+        &handlers,
+        "attention stays with XLA's ops",
+    )
 }
 
 /// The chosen-expert MLP's target: operands `x [N, d]`, `expert [N]` s32, `kept [N]`,
@@ -102,21 +117,21 @@ pub const CHOSEN_EXPERT_MLP: &str = "gptsan_chosen_expert_mlp";
 /// may call it.
 pub fn chosen_expert_available(api: &'static Api) -> bool {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
-    *REGISTERED.get_or_init(|| {
-        chosen_expert::available()
-            && register_all(
-                api,
-                &[(CHOSEN_EXPERT_MLP.into(), chosen_expert_call)],
-                "the experts of decode steps stay with XLA's ops",
-            )
-    })
+    let handlers: [(&str, Handler); 1] = [(CHOSEN_EXPERT_MLP, chosen_expert_call)];
+    register_once(
+        &REGISTERED,
+        api,
+        chosen_expert::available,
+        &handlers,
+        "the experts of decode steps stay with XLA's ops",
+    )
 }
 
 /// The experts' MLPs of a switch layer over their filled slots: operands `x [G, E, C, d]`,
 /// `filled [G, E]` s32 (each expert's filled slots in a group: a prefix of its `C`),
 /// `wi [E, f, d]`, `wo [E, d, f]`; results `relu(x wi^T) wo^T` `[G, E, C, d]` and the
-/// hidden activations `relu(x wi^T)` `[G, E, C, f]`, zero on empty slots; f32 but for
-/// `filled` ([`crate::expert_mlp`]).
+/// hidden activations `relu(x wi^T)` `[G, E, C, f]` on filled slots (empty ones are left
+/// unwritten); f32 but for `filled` ([`crate::expert_mlp`]).
 pub const EXPERT_MLP: &str = "gptsan_expert_mlp";
 
 /// The gradient of [`EXPERT_MLP`]: operands `x`, `filled`, `wi`, `wo`, the hidden
@@ -128,16 +143,17 @@ pub const EXPERT_MLP_GRAD: &str = "gptsan_expert_mlp_grad";
 /// whether programs may call them.
 pub fn expert_mlp_available(api: &'static Api) -> bool {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
-    *REGISTERED.get_or_init(|| {
-        if !expert_mlp::available() {
-            return false;
-        }
-        let handlers: [(String, Handler); 2] = [
-            (EXPERT_MLP.into(), expert_mlp_call),
-            (EXPERT_MLP_GRAD.into(), expert_mlp_grad_call),
-        ];
-        register_all(api, &handlers, "the experts stay with XLA's products")
-    })
+    let handlers: [(&str, Handler); 2] = [
+        (EXPERT_MLP, expert_mlp_call),
+        (EXPERT_MLP_GRAD, expert_mlp_grad_call),
+    ];
+    register_once(
+        &REGISTERED,
+        api,
+        expert_mlp::available,
+        &handlers,
+        "the experts stay with XLA's products",
+    )
 }
 
 /// The log-sum-exp of every column: operand `x [R, C]`, result `[C]`, f32
@@ -148,14 +164,14 @@ pub const LOGSUMEXP_COLUMNS: &str = "gptsan_logsumexp_columns";
 /// may call it.
 pub fn logsumexp_available(api: &'static Api) -> bool {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
-    *REGISTERED.get_or_init(|| {
-        logsumexp::available()
-            && register_all(
-                api,
-                &[(LOGSUMEXP_COLUMNS.into(), logsumexp_call)],
-                "log-sum-exps stay with XLA's reductions",
-            )
-    })
+    let handlers: [(&str, Handler); 1] = [(LOGSUMEXP_COLUMNS, logsumexp_call)];
+    register_once(
+        &REGISTERED,
+        api,
+        logsumexp::available,
+        &handlers,
+        "log-sum-exps stay with XLA's reductions",
+    )
 }
 
 /// An f32 product with the right operand stored transposed: operands `a [M, K]` and
@@ -168,14 +184,14 @@ pub const F32_MATMUL_NT: &str = "gptsan_f32_matmul_nt";
 /// call it.
 pub fn f32_matmul_available(api: &'static Api) -> bool {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
-    *REGISTERED.get_or_init(|| {
-        gemm::available()
-            && register_all(
-                api,
-                &[(F32_MATMUL_NT.into(), f32_matmul_nt_call)],
-                "f32 products stay with XLA's dots",
-            )
-    })
+    let handlers: [(&str, Handler); 1] = [(F32_MATMUL_NT, f32_matmul_nt_call)];
+    register_once(
+        &REGISTERED,
+        api,
+        gemm::available,
+        &handlers,
+        "f32 products stay with XLA's dots",
+    )
 }
 
 /// The cores a kernel may use, read once.

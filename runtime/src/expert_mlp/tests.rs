@@ -26,6 +26,24 @@ fn slots(width: usize, seed: usize) -> Vec<f32> {
     x
 }
 
+/// The forward kernel on `threads` threads: (out, hidden), NaN where it wrote nothing.
+fn forward(x: &[f32], wi: &[f32], wo: &[f32], threads: usize) -> (Vec<f32>, Vec<f32>) {
+    let slots_n = D.groups * D.experts * D.capacity;
+    let mut out = vec![f32::NAN; slots_n * D.d_model];
+    let mut hidden = vec![f32::NAN; slots_n * D.hidden];
+    let ops = Operands {
+        x: x.as_ptr(),
+        filled: FILLED.as_ptr(),
+        wi: wi.as_ptr(),
+        wo: wo.as_ptr(),
+        out: out.as_mut_ptr(),
+        hidden: hidden.as_mut_ptr(),
+    };
+    // SAFETY: the buffers have the sizes of `D`.
+    unsafe { run(ops, D, threads) };
+    (out, hidden)
+}
+
 /// `relu(x wi^T)` of one slot row in f64.
 fn hidden_row(x: &[f32], wi: &[f32], e: usize) -> Vec<f64> {
     let (dm, f) = (D.d_model, D.hidden);
@@ -60,18 +78,8 @@ fn forward_matches_a_plain_loop_on_filled_slots() {
     let wi = values(e_n * f * dm, 2);
     let wo = values(e_n * dm * f, 3);
     let slots_n = D.groups * e_n * c;
-    let (mut out, mut hidden) = (vec![f32::NAN; slots_n * dm], vec![f32::NAN; slots_n * f]);
     for threads in [1, 2] {
-        let ops = Operands {
-            x: x.as_ptr(),
-            filled: FILLED.as_ptr(),
-            wi: wi.as_ptr(),
-            wo: wo.as_ptr(),
-            out: out.as_mut_ptr(),
-            hidden: hidden.as_mut_ptr(),
-        };
-        // SAFETY: the buffers have the sizes of `D`.
-        unsafe { run(ops, D, threads) };
+        let (out, hidden) = forward(&x, &wi, &wo, threads);
         let (mut want_out, mut want_hidden) = (vec![0.0; slots_n * dm], vec![0.0; slots_n * f]);
         for slot in 0..slots_n {
             let (ge, s) = (slot / c, slot % c);
@@ -116,20 +124,7 @@ fn gradient_matches_a_plain_loop() {
     let wi = values(e_n * f * dm, 2);
     let wo = values(e_n * dm * f, 3);
     let d_out = slots(dm, 4);
-    let mut hidden = vec![0.0f32; slots_n * f];
-    let mut out = vec![0.0f32; slots_n * dm];
-    // SAFETY: the buffers have the sizes of `D`.
-    unsafe {
-        let ops = Operands {
-            x: x.as_ptr(),
-            filled: FILLED.as_ptr(),
-            wi: wi.as_ptr(),
-            wo: wo.as_ptr(),
-            out: out.as_mut_ptr(),
-            hidden: hidden.as_mut_ptr(),
-        };
-        run(ops, D, 1);
-    }
+    let (_, hidden) = forward(&x, &wi, &wo, 1);
     let mut want_dx = vec![0.0f64; slots_n * dm];
     let mut want_dwi = vec![0.0f64; e_n * f * dm];
     let mut want_dwo = vec![0.0f64; e_n * dm * f];
