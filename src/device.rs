@@ -2,8 +2,8 @@
 //! [`Program`], move literals to and from devices, and run programs on one device or on a
 //! mesh of devices (splitting and reassembling shards on the host).
 
-use crate::model::column_logsumexp::LOGSUMEXP_COLUMNS;
 use crate::model::expert_mlp::{EXPERT_MLP, EXPERT_MLP_GRAD};
+use crate::model::head_logsumexp::{HEAD_LOGSUMEXP, HEAD_LOGSUMEXP_GRAD};
 use crate::model::masked_attention::{MASKED_ATTENTION, MASKED_ATTENTION_GRAD};
 use crate::model::matmul::MATMUL_NT;
 use crate::model::switch_ffn::CHOSEN_EXPERT_MLP;
@@ -94,8 +94,8 @@ impl Device {
     /// Shardy annotations, and our kernels where the client has them: bf16 products on
     /// AMX ([`runtime::Client::bf16_dot_call`]), the masked attention composites
     /// ([`runtime::Client::masked_attention_calls`]), the experts over their filled slots
-    /// ([`runtime::Client::expert_mlp_calls`]), the head loss's log-sum-exp
-    /// ([`runtime::Client::logsumexp_call`]), the head's f32 logits
+    /// ([`runtime::Client::expert_mlp_calls`]), the head loss's log-sum-exp and its gradient
+    /// ([`runtime::Client::head_logsumexp_calls`]), the head's f32 logits
     /// ([`runtime::Client::f32_matmul_call`]) and the chosen-expert MLP
     /// ([`runtime::Client::chosen_expert_call`]); on one device only, as a custom
     /// call has no rule for splitting it over a mesh.
@@ -114,9 +114,10 @@ impl Device {
                 calls.insert(EXPERT_MLP.to_string(), forward.to_string());
                 calls.insert(EXPERT_MLP_GRAD.to_string(), grad.to_string());
             }
-            if let Some(target) = self.client.logsumexp_call() {
+            if let Some([forward, grad]) = self.client.head_logsumexp_calls() {
                 let calls = &mut opts.composite_calls;
-                calls.insert(LOGSUMEXP_COLUMNS.to_string(), target.to_string());
+                calls.insert(HEAD_LOGSUMEXP.to_string(), forward.to_string());
+                calls.insert(HEAD_LOGSUMEXP_GRAD.to_string(), grad.to_string());
             }
             if let Some(target) = self.client.f32_matmul_call() {
                 let calls = &mut opts.composite_calls;

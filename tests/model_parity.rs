@@ -377,3 +377,79 @@ fn kernels_match_ops(cfg: &gptsan::model::ModelConfig, params: &[hlo::Literal]) 
     }
     assert!(grads >= 10, "only {grads} gradients compared");
 }
+
+/// The train step's head loss (cross entropy and z-loss of the tied head, chunk by
+/// chunk) and its gradients through the head's kernels equal the same program with
+/// XLA's ops: two rows of 600 tokens (a full 512-token chunk and a partial one), a
+/// 1,000-word vocabulary (a partial last block of the gradient kernel) and unlabelled
+/// tokens.
+#[test]
+fn the_head_loss_kernels_give_the_ops_results() {
+    use gptsan::model::loss::chunked_head_loss;
+    use hlo::{Builder, DType, Shape};
+    let dev = gptsan::device::Device::shared().expect("PJRT CPU plugin");
+    let (rows, len, d, v) = (2i64, 600i64, 20i64, 1000i64);
+    let b = Builder::new("head_loss");
+    let f32s = |dims: &[i64]| Shape::new(DType::F32, dims.to_vec());
+    let h = b.parameter("h", f32s(&[rows, len, d]));
+    let wte = b.parameter("wte", f32s(&[v, d]));
+    let bias = b.parameter("bias", f32s(&[1, v]));
+    let labels = b.parameter("labels", Shape::new(DType::S32, vec![rows, len]));
+    let loss = chunked_head_loss(&h, &wte, &bias, &labels);
+    let total = loss.ce.add(&loss.z.mul(&b.scalar(0.01, DType::F32)));
+    let grads = hlo::vjp(
+        std::slice::from_ref(&total),
+        &[b.scalar(1.0, DType::F32)],
+        &[h.clone(), wte.clone(), bias.clone()],
+    )
+    .unwrap();
+    let f = b
+        .build(&[&loss.ce, &loss.z, &grads[0], &grads[1], &grads[2]])
+        .unwrap();
+    let opts = dev.emit_options(&f);
+    if !opts.composite_calls.contains_key("head_logsumexp") {
+        eprintln!("no head kernel on this machine: nothing to compare");
+        return;
+    }
+    let text = hlo::to_stablehlo(&f, &opts).unwrap();
+    assert_eq!(text.matches("@gptsan_head_logsumexp(").count(), 2);
+    assert_eq!(text.matches("@gptsan_head_logsumexp_grad(").count(), 2);
+    let values = |n: i64, seed: usize, scale: f32| -> Vec<f32> {
+        (0..n as usize)
+            .map(|i| ((i * 7919 + seed * 104_729) % 1999) as f32 / 999.5 - 1.0)
+            .map(|x| x * scale)
+            .collect()
+    };
+    let label_ids: Vec<i32> = (0..(rows * len) as usize)
+        .map(|i| {
+            if i % 7 == 3 {
+                -100
+            } else {
+                (i * 31 % 1000) as i32
+            }
+        })
+        .collect();
+    let args = [
+        Literal::from_slice(&[rows, len, d], &values(rows * len * d, 1, 1.0)).unwrap(),
+        Literal::from_slice(&[v, d], &values(v * d, 2, 0.5)).unwrap(),
+        Literal::from_slice(&[1, v], &values(v, 3, 0.5)).unwrap(),
+        Literal::from_slice(&[rows, len], &label_ids).unwrap(),
+    ];
+    let kernel = dev.compile(&f).unwrap().run_literals(&args).unwrap();
+    let ops = dev
+        .compile_with(&f, &hlo::EmitOptions::default())
+        .unwrap()
+        .run_literals(&args)
+        .unwrap();
+    for (name, (a, b)) in ["ce", "z", "dh", "dwte", "dbias"]
+        .iter()
+        .zip(kernel.iter().zip(&ops))
+    {
+        let scale = b.to_f64_vec().iter().fold(1e-30f64, |m, x| m.max(x.abs()));
+        let diff = max_abs_diff(a, b) / scale;
+        assert!(
+            diff <= 2e-6,
+            "{name} differs by {diff:e} of its largest value"
+        );
+    }
+}

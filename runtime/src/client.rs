@@ -339,15 +339,6 @@ impl Client {
         ])
     }
 
-    /// The custom-call target of our column log-sum-exp kernel
-    /// ([`crate::custom_calls::LOGSUMEXP_COLUMNS`]), when this is the CPU plugin on a CPU
-    /// with AVX-512 and `GPTSAN_LOGSUMEXP` is not `xla`.
-    pub fn logsumexp_call(&self) -> Option<&'static str> {
-        (self.kernel_wanted("GPTSAN_LOGSUMEXP")
-            && crate::custom_calls::logsumexp_available(self.inner.api))
-        .then_some(crate::custom_calls::LOGSUMEXP_COLUMNS)
-    }
-
     /// The custom-call target of our f32 product `a b^T`
     /// ([`crate::custom_calls::F32_MATMUL_NT`]), when this is the CPU plugin on a CPU with
     /// AVX-512 and `GPTSAN_F32_MATMUL` is not `xla`.
@@ -355,6 +346,18 @@ impl Client {
         (self.kernel_wanted("GPTSAN_F32_MATMUL")
             && crate::custom_calls::f32_matmul_available(self.inner.api))
         .then_some(crate::custom_calls::F32_MATMUL_NT)
+    }
+
+    /// The custom-call targets of our tied-head log-sum-exp kernels, forward and gradient
+    /// ([`crate::custom_calls::HEAD_LOGSUMEXP`] and `_GRAD`), when this is the CPU plugin
+    /// on a CPU with AVX-512 and `GPTSAN_HEAD_LOSS` is not `xla`.
+    pub fn head_logsumexp_calls(&self) -> Option<[&'static str; 2]> {
+        (self.kernel_wanted("GPTSAN_HEAD_LOSS")
+            && crate::custom_calls::head_logsumexp_available(self.inner.api))
+        .then_some([
+            crate::custom_calls::HEAD_LOGSUMEXP,
+            crate::custom_calls::HEAD_LOGSUMEXP_GRAD,
+        ])
     }
 
     /// Whether our CPU kernels may be used: this is the CPU plugin and the environment

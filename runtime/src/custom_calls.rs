@@ -2,7 +2,7 @@
 //! plugin through its PJRT FFI extension, that a program reaches with
 //! `stablehlo.custom_call @name(...) {api_version = 4 : i32}`.
 //!
-//! Two kernels today:
+//! The kernels:
 //! - [`BF16_DOT`]: bf16 products on AMX tiles ([`crate::amx`]), which XLA CPU would
 //!   compute in f32;
 //! - [`MASKED_ATTENTION`] (and its gradient): f32 `softmax(q k^T + mask) v` in one pass
@@ -10,7 +10,12 @@
 //!   several passes over the scores;
 //! - [`CHOSEN_EXPERT_MLP`]: a decode step's tokens through their chosen experts' MLPs
 //!   ([`crate::chosen_expert`]), which XLA CPU computes as a gather fused into a slow
-//!   loop kernel.
+//!   loop kernel;
+//! - [`EXPERT_MLP`] (and its gradient): the experts' MLPs over their filled slots only
+//!   ([`crate::expert_mlp`]);
+//! - [`HEAD_LOGSUMEXP`] (and its gradient): the tied head's per-token log-sum-exp, whose
+//!   gradient never writes the logits' cotangent ([`crate::head_grad`]);
+//! - [`F32_MATMUL_NT`]: the head's f32 logits ([`crate::gemm`]).
 //!
 //! The handlers decode XLA's call frame (the C structs of `xla/ffi/api/c_api.h`,
 //! declared below) and run in the calling XLA thread, which starts one more thread per
@@ -23,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::expert_mlp;
 use crate::ffi::{PJRT_Error, PJRT_Extension_Base};
 use crate::gemm;
+use crate::head_grad;
 use crate::logsumexp;
 use crate::masked_attention;
 use std::os::raw::{c_char, c_int, c_void};
@@ -156,24 +162,6 @@ pub fn expert_mlp_available(api: &'static Api) -> bool {
     )
 }
 
-/// The log-sum-exp of every column: operand `x [R, C]`, result `[C]`, f32
-/// ([`crate::logsumexp`]).
-pub const LOGSUMEXP_COLUMNS: &str = "gptsan_logsumexp_columns";
-
-/// Registers [`LOGSUMEXP_COLUMNS`] once per process where it can run; whether programs
-/// may call it.
-pub fn logsumexp_available(api: &'static Api) -> bool {
-    static REGISTERED: OnceLock<bool> = OnceLock::new();
-    let handlers: [(&str, Handler); 1] = [(LOGSUMEXP_COLUMNS, logsumexp_call)];
-    register_once(
-        &REGISTERED,
-        api,
-        logsumexp::available,
-        &handlers,
-        "log-sum-exps stay with XLA's reductions",
-    )
-}
-
 /// An f32 product with the right operand stored transposed: operands `a [M, K]` and
 /// `b [N, K]`, result `a b^T` `[M, N]` ([`crate::gemm::gemm_threads`]). XLA CPU's dot
 /// library runs the tied head's `[tokens, d + 1] . [V, d + 1]^T` at about 250 GFLOP/s
@@ -191,6 +179,33 @@ pub fn f32_matmul_available(api: &'static Api) -> bool {
         gemm::available,
         &handlers,
         "f32 products stay with XLA's dots",
+    )
+}
+
+/// The tied head's per-token log-sum-exp: operands `w [V, K]` and `h [N, K]`; results
+/// `lse [N]` (each column's log-sum-exp of `w h^T`) and the logits `w h^T` `[V, N]` for
+/// [`HEAD_LOGSUMEXP_GRAD`]; f32 ([`crate::gemm::gemm_threads`], then
+/// [`crate::logsumexp::columns`]).
+pub const HEAD_LOGSUMEXP: &str = "gptsan_head_logsumexp";
+
+/// The gradient of [`HEAD_LOGSUMEXP`]: operands `w`, `h`, the logits, `lse` and the
+/// cotangent of `lse`; results the cotangents of `w` and `h` ([`crate::head_grad`]).
+pub const HEAD_LOGSUMEXP_GRAD: &str = "gptsan_head_logsumexp_grad";
+
+/// Registers [`HEAD_LOGSUMEXP`] and [`HEAD_LOGSUMEXP_GRAD`] once per process where they
+/// can run; whether programs may call them.
+pub fn head_logsumexp_available(api: &'static Api) -> bool {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let handlers: [(&str, Handler); 2] = [
+        (HEAD_LOGSUMEXP, head_logsumexp_call),
+        (HEAD_LOGSUMEXP_GRAD, head_logsumexp_grad_call),
+    ];
+    register_once(
+        &REGISTERED,
+        api,
+        head_grad::available,
+        &handlers,
+        "the head's loss stays with XLA's ops",
     )
 }
 
@@ -746,40 +761,6 @@ unsafe extern "C" fn expert_mlp_grad_call(frame: *mut CallFrame) -> *mut c_void 
     std::ptr::null_mut()
 }
 
-unsafe extern "C" fn logsumexp_call(frame: *mut CallFrame) -> *mut c_void {
-    let frame = &*frame;
-    if answer_metadata(frame) || frame.stage != STAGE_EXECUTE {
-        return std::ptr::null_mut();
-    }
-    let (Some(args), Some(rets)) = (f32_buffers(&frame.args, 1), f32_buffers(&frame.rets, 1))
-    else {
-        return error(
-            frame,
-            "gptsan_logsumexp_columns: expected one f32 operand and one f32 result",
-        );
-    };
-    let ([rows, cols], [out]) = (args[0].1, rets[0].1) else {
-        return error(
-            frame,
-            "gptsan_logsumexp_columns: expected x [R, C] and result [C]",
-        );
-    };
-    if out != cols {
-        return error(
-            frame,
-            "gptsan_logsumexp_columns: expected x [R, C] and result [C]",
-        );
-    }
-    logsumexp::columns(
-        args[0].0,
-        *rows as usize,
-        *cols as usize,
-        rets[0].0,
-        cores(),
-    );
-    std::ptr::null_mut()
-}
-
 unsafe extern "C" fn f32_matmul_nt_call(frame: *mut CallFrame) -> *mut c_void {
     let frame = &*frame;
     if answer_metadata(frame) || frame.stage != STAGE_EXECUTE {
@@ -810,5 +791,77 @@ unsafe extern "C" fn f32_matmul_nt_call(frame: *mut CallFrame) -> *mut c_void {
     gemm::gemm_threads(m, n, k, a, b, rets[0].0, n, gemm::Store::Overwrite, cores());
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (m, n, a, b, rets);
+    std::ptr::null_mut()
+}
+
+/// `(V, N, K)` when `w [V, K]` and `h [N, K]` agree.
+fn head_sizes(w: &[i64], h: &[i64]) -> Option<(usize, usize, usize)> {
+    match (w, h) {
+        ([v, k], [n, k2]) if k == k2 => Some((*v as usize, *n as usize, *k as usize)),
+        _ => None,
+    }
+}
+
+unsafe extern "C" fn head_logsumexp_call(frame: *mut CallFrame) -> *mut c_void {
+    let frame = &*frame;
+    if answer_metadata(frame) || frame.stage != STAGE_EXECUTE {
+        return std::ptr::null_mut();
+    }
+    const EXPECTED: &str =
+        "gptsan_head_logsumexp: expected f32 w [V, K], h [N, K]; results lse [N], logits [V, N]";
+    let (Some(args), Some(rets)) = (f32_buffers(&frame.args, 2), f32_buffers(&frame.rets, 2))
+    else {
+        return error(frame, EXPECTED);
+    };
+    let Some((v, n, k)) = head_sizes(args[0].1, args[1].1) else {
+        return error(frame, EXPECTED);
+    };
+    if rets[0].1 != [n as i64] || rets[1].1 != [v as i64, n as i64] {
+        return error(frame, EXPECTED);
+    }
+    let w = gemm::MatRef::rows(args[0].0, k);
+    let h = gemm::MatRef::rows(args[1].0, k).t();
+    #[cfg(target_arch = "x86_64")]
+    gemm::gemm_threads(v, n, k, w, h, rets[1].0, n, gemm::Store::Overwrite, cores());
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (w, h);
+    logsumexp::columns(rets[1].0, v, n, rets[0].0, cores());
+    std::ptr::null_mut()
+}
+
+unsafe extern "C" fn head_logsumexp_grad_call(frame: *mut CallFrame) -> *mut c_void {
+    let frame = &*frame;
+    if answer_metadata(frame) || frame.stage != STAGE_EXECUTE {
+        return std::ptr::null_mut();
+    }
+    const EXPECTED: &str = "gptsan_head_logsumexp_grad: expected f32 w [V, K], h [N, K], \
+         logits [V, N], lse [N], its cotangent [N]; results dw [V, K], dh [N, K]";
+    let (Some(args), Some(rets)) = (f32_buffers(&frame.args, 5), f32_buffers(&frame.rets, 2))
+    else {
+        return error(frame, EXPECTED);
+    };
+    let Some((v, n, k)) = head_sizes(args[0].1, args[1].1) else {
+        return error(frame, EXPECTED);
+    };
+    let (vn, nn) = ([v as i64, n as i64], [n as i64]);
+    if args[2].1 != vn || args[3].1 != nn || args[4].1 != nn {
+        return error(frame, EXPECTED);
+    }
+    if rets[0].1 != args[0].1 || rets[1].1 != args[1].1 {
+        return error(frame, EXPECTED);
+    }
+    let op = head_grad::HeadGrad {
+        logits: args[2].0,
+        lse: args[3].0,
+        g: args[4].0,
+        h: args[1].0,
+        w: args[0].0,
+        dw: rets[0].0,
+        dh: rets[1].0,
+        v,
+        n,
+        k,
+    };
+    head_grad::run(op, cores());
     std::ptr::null_mut()
 }

@@ -33,6 +33,7 @@ pub mod executable;
 pub mod expert_mlp;
 pub mod ffi;
 pub mod gemm;
+pub mod head_grad;
 pub mod logsumexp;
 pub mod masked_attention;
 pub mod options;

@@ -1,5 +1,6 @@
 //! `log sum_r exp(x[r, c])` for every column of a row-major f32 matrix, in one pass, for
-//! the CPU plugin's custom call [`crate::custom_calls::LOGSUMEXP_COLUMNS`].
+//! the forward half of the CPU plugin's custom call
+//! [`crate::custom_calls::HEAD_LOGSUMEXP`].
 //!
 //! Why: the tied LM head's loss takes the log-sum-exp of `[V, N]` logits over the
 //! vocabulary (36,000 rows of `small`). XLA CPU computes it as a maximum, then a sum of

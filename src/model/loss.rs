@@ -1,8 +1,8 @@
 //! Losses: the reference port's plain cross entropy, and the original's training loss
 //! (cross entropy + z-loss + load balancing).
 
-use super::column_logsumexp::logsumexp_columns;
 use super::gptsan::{with_bias_column, with_ones_column};
+use super::head_logsumexp::head_logsumexp;
 use super::nn::linear;
 use hlo::ir::GatherDims;
 use hlo::{DType, Tensor};
@@ -89,16 +89,16 @@ fn label_cross_entropy(
 /// (`[wte, bias] . [h, 1]^T`, see [`with_bias_column`]): with d = 256 and V = 36,000
 /// that orientation's forward and backward dots run at 200-230 GFLOP/s on the 2-core CPU
 /// against 130 for `[N, V]`'s forward, and the bias in the dot spares a pass over the
-/// logits for its add and another for its gradient. In f32 the log-sum-exp is the
-/// [`logsumexp_columns`] composite (one pass over the logits where there is a kernel).
+/// logits for its add and another for its gradient. In f32 it is the [`head_logsumexp`]
+/// composite, whose gradient kernel never writes the logits' cotangent.
 fn transposed_head_logsumexp(h: &Tensor, wte_bias: &Tensor) -> Tensor {
     let d = h.dims()[h.rank() - 1];
     let n = h.dims().iter().product::<i64>() / d;
-    let logits_t = linear(wte_bias, &with_ones_column(&h.reshape(&[n, d])));
-    if logits_t.dtype() == DType::F32 {
-        logsumexp_columns(&logits_t)
+    let h1 = with_ones_column(&h.reshape(&[n, d]));
+    if wte_bias.dtype() == DType::F32 {
+        head_logsumexp(wte_bias, &h1)
     } else {
-        logits_t.convert(DType::F32).logsumexp(0)
+        linear(wte_bias, &h1).convert(DType::F32).logsumexp(0)
     }
 }
 

@@ -2,11 +2,11 @@
 
 pub mod attention;
 pub mod checkpoint;
-pub mod column_logsumexp;
 pub mod config;
 pub mod decode;
 pub mod expert_mlp;
 pub mod gptsan;
+pub mod head_logsumexp;
 pub mod inputs;
 pub mod loss;
 pub mod mask;
