@@ -1,7 +1,8 @@
 //! Times the chosen-expert MLP kernel (`runtime::chosen_expert`) on `small`'s expert
 //! tables (8 experts, d 256, f 1024), one token, cycling through 4 layers' tables so that
-//! they come from the cache as in a decode step:
-//! `cargo run --release -p runtime --example chosen_expert_rate`.
+//! they come from the cache as in a decode step, with an optional pause of `gap_us`
+//! microseconds of other work between calls (a decode step's other kernels):
+//! `cargo run --release -p runtime --example chosen_expert_rate [-- gap_us]`.
 
 use runtime::chosen_expert::{self, Dims, Operands};
 use std::time::Instant;
@@ -26,9 +27,18 @@ fn main() {
         d_model,
         hidden,
     };
+    let gap: f64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.0);
     let calls = 2000;
-    let start = Instant::now();
+    let mut in_calls = 0.0;
     for call in 0..calls {
+        let pause = Instant::now();
+        while pause.elapsed().as_secs_f64() * 1e6 < gap {
+            std::hint::spin_loop();
+        }
+        let start = Instant::now();
         let layer = call % layers;
         let expert = [(call * 5 % experts) as i32];
         let ops = Operands {
@@ -41,8 +51,9 @@ fn main() {
         };
         // SAFETY: the buffers hold the sizes `d` gives; AVX-512 was checked.
         unsafe { chosen_expert::run(ops, d) };
+        in_calls += start.elapsed().as_secs_f64();
     }
-    let per_call = start.elapsed().as_secs_f64() / calls as f64;
+    let per_call = in_calls / calls as f64;
     let bytes = 2.0 * (d_model * hidden * 4) as f64;
     println!(
         "one token through one expert: {:.1} us, {:.1} GB/s of weights",

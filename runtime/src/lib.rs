@@ -34,6 +34,7 @@ pub mod expert_mlp;
 pub mod ffi;
 pub mod gemm;
 pub mod head_grad;
+pub mod helpers;
 pub mod logsumexp;
 pub mod masked_attention;
 pub mod options;
