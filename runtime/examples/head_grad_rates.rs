@@ -1,11 +1,11 @@
-//! Time of the tied head's log-sum-exp gradient kernel (`runtime::head_grad`) on one
+//! Time of the tied head's log-sum-exp gradient kernel (`runtime::head_logsumexp`) on one
 //! 1,024-token chunk of `small` (V = 36,000, K = 257), the step's largest part.
 //!
 //! ```text
 //! cargo run --release -p runtime --example head_grad_rates [-- threads]
 //! ```
 
-use runtime::head_grad::{self, HeadGrad};
+use runtime::head_logsumexp::{self, HeadGrad};
 use std::time::Instant;
 
 fn main() {
@@ -13,7 +13,7 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(2);
-    if !head_grad::available() {
+    if !head_logsumexp::available() {
         eprintln!("no AVX-512 here");
         return;
     }
@@ -40,7 +40,7 @@ fn main() {
         };
         let t = Instant::now();
         // SAFETY: the buffers have the sizes given; AVX-512 was checked.
-        unsafe { head_grad::run(op, threads) };
+        unsafe { head_logsumexp::run(op, threads) };
         best = best.min(t.elapsed().as_secs_f64());
     }
     let flops = 4.0 * (v * n * k) as f64;

@@ -14,7 +14,7 @@
 //! - [`EXPERT_MLP`] (and its gradient): the experts' MLPs over their filled slots only
 //!   ([`crate::expert_mlp`]);
 //! - [`HEAD_LOGSUMEXP`] (and its gradient): the tied head's per-token log-sum-exp, whose
-//!   gradient never writes the logits' cotangent ([`crate::head_grad`]);
+//!   gradient never writes the logits' cotangent ([`crate::head_logsumexp`]);
 //! - [`F32_MATMUL_NT`]: the head's f32 logits ([`crate::gemm`]).
 //!
 //! The handlers decode XLA's call frame (the C structs of `xla/ffi/api/c_api.h`,
@@ -28,8 +28,7 @@ use crate::error::{Error, Result};
 use crate::expert_mlp;
 use crate::ffi::{PJRT_Error, PJRT_Extension_Base};
 use crate::gemm;
-use crate::head_grad;
-use crate::logsumexp;
+use crate::head_logsumexp;
 use crate::masked_attention;
 use std::os::raw::{c_char, c_int, c_void};
 use std::sync::OnceLock;
@@ -184,12 +183,11 @@ pub fn f32_matmul_available(api: &'static Api) -> bool {
 
 /// The tied head's per-token log-sum-exp: operands `w [V, K]` and `h [N, K]`; results
 /// `lse [N]` (each column's log-sum-exp of `w h^T`) and the logits `w h^T` `[V, N]` for
-/// [`HEAD_LOGSUMEXP_GRAD`]; f32 ([`crate::gemm::gemm_threads`], then
-/// [`crate::logsumexp::columns`]).
+/// [`HEAD_LOGSUMEXP_GRAD`]; f32 ([`crate::head_logsumexp`]).
 pub const HEAD_LOGSUMEXP: &str = "gptsan_head_logsumexp";
 
 /// The gradient of [`HEAD_LOGSUMEXP`]: operands `w`, `h`, the logits, `lse` and the
-/// cotangent of `lse`; results the cotangents of `w` and `h` ([`crate::head_grad`]).
+/// cotangent of `lse`; results the cotangents of `w` and `h` ([`crate::head_logsumexp`]).
 pub const HEAD_LOGSUMEXP_GRAD: &str = "gptsan_head_logsumexp_grad";
 
 /// Registers [`HEAD_LOGSUMEXP`] and [`HEAD_LOGSUMEXP_GRAD`] once per process where they
@@ -203,7 +201,7 @@ pub fn head_logsumexp_available(api: &'static Api) -> bool {
     register_once(
         &REGISTERED,
         api,
-        head_grad::available,
+        head_logsumexp::available,
         &handlers,
         "the head's loss stays with XLA's ops",
     )
@@ -819,13 +817,16 @@ unsafe extern "C" fn head_logsumexp_call(frame: *mut CallFrame) -> *mut c_void {
     if rets[0].1 != [n as i64] || rets[1].1 != [v as i64, n as i64] {
         return error(frame, EXPECTED);
     }
-    let w = gemm::MatRef::rows(args[0].0, k);
-    let h = gemm::MatRef::rows(args[1].0, k).t();
-    #[cfg(target_arch = "x86_64")]
-    gemm::gemm_threads(v, n, k, w, h, rets[1].0, n, gemm::Store::Overwrite, cores());
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (w, h);
-    logsumexp::columns(rets[1].0, v, n, rets[0].0, cores());
+    let op = head_logsumexp::HeadForward {
+        w: args[0].0,
+        h: args[1].0,
+        logits: rets[1].0,
+        lse: rets[0].0,
+        v,
+        n,
+        k,
+    };
+    head_logsumexp::forward(op, cores());
     std::ptr::null_mut()
 }
 
@@ -850,7 +851,7 @@ unsafe extern "C" fn head_logsumexp_grad_call(frame: *mut CallFrame) -> *mut c_v
     if rets[0].1 != args[0].1 || rets[1].1 != args[1].1 {
         return error(frame, EXPECTED);
     }
-    let op = head_grad::HeadGrad {
+    let op = head_logsumexp::HeadGrad {
         logits: args[2].0,
         lse: args[3].0,
         g: args[4].0,
@@ -862,6 +863,6 @@ unsafe extern "C" fn head_logsumexp_grad_call(frame: *mut CallFrame) -> *mut c_v
         n,
         k,
     };
-    head_grad::run(op, cores());
+    head_logsumexp::run(op, cores());
     std::ptr::null_mut()
 }

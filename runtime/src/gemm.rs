@@ -95,7 +95,6 @@ pub fn available() -> bool {
 /// [`available`] must hold; `a` and `b` must be valid for their `m x k` and `k x n`
 /// elements, `c` for `m` rows of `ldc >= n` floats, and `c` must not overlap them.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm(
     m: usize,
@@ -108,6 +107,122 @@ pub unsafe fn gemm(
     store: Store,
     packs: &mut Packs,
 ) {
+    gemm_with(m, n, k, Left::View(a), Right::View(b), c, ldc, store, packs)
+}
+
+/// The left operand of [`gemm_with`]: a view, packed by the product, or packed once
+/// ([`PackedA`]) for many products with different right operands.
+#[derive(Clone, Copy)]
+pub enum Left<'a> {
+    View(MatRef),
+    Packed(&'a PackedA),
+}
+
+/// The right operand of [`gemm_with`]: a view, or packed once ([`PackedB`]).
+#[derive(Clone, Copy)]
+pub enum Right<'a> {
+    View(MatRef),
+    Packed(&'a PackedB),
+}
+
+/// A left operand `[m, k]` packed as [`gemm_with`] reads it: block `(p, i)` holds columns
+/// `p * kc..` and rows `i * MC..`.
+pub struct PackedA {
+    m: usize,
+    k: usize,
+    blocks: Vec<Vec<f32>>,
+}
+
+/// A right operand `[k, n]` packed as [`gemm_with`] reads it: block `(j, p)` holds
+/// columns `j * NC..` and rows `p * kc..`.
+pub struct PackedB {
+    n: usize,
+    k: usize,
+    blocks: Vec<Vec<f32>>,
+}
+
+/// Contracted indices per block for a product over `k` (at most [`KC`], all equal but the
+/// last).
+fn block_depth(k: usize) -> usize {
+    k.div_ceil(k.div_ceil(KC)).max(1)
+}
+
+#[cfg(target_arch = "x86_64")]
+impl PackedA {
+    /// Packs `a [m, k]`.
+    ///
+    /// # Safety
+    /// [`available`] must hold and `a` be valid for its `m x k` elements.
+    pub unsafe fn new(a: MatRef, m: usize, k: usize) -> PackedA {
+        let kc_max = block_depth(k);
+        let mut blocks = Vec::new();
+        for p0 in (0..k).step_by(kc_max) {
+            let kc = kc_max.min(k - p0);
+            for i0 in (0..m).step_by(MC) {
+                let mc = MC.min(m - i0);
+                let mut block = vec![0.0; mc.div_ceil(MR) * MR * kc];
+                let rows_of_a = MatRef {
+                    ptr: a.ptr.offset(i0 as isize * a.rs),
+                    ..a
+                };
+                pack_a(rows_of_a, p0, kc, mc, &mut block);
+                blocks.push(block);
+            }
+        }
+        PackedA { m, k, blocks }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl PackedB {
+    /// Packs `b [k, n]`.
+    ///
+    /// # Safety
+    /// [`available`] must hold and `b` be valid for its `k x n` elements.
+    pub unsafe fn new(b: MatRef, k: usize, n: usize) -> PackedB {
+        let kc_max = block_depth(k);
+        let mut blocks = Vec::new();
+        for j0 in (0..n).step_by(NC) {
+            let nc = NC.min(n - j0);
+            for p0 in (0..k).step_by(kc_max) {
+                let kc = kc_max.min(k - p0);
+                let mut block = vec![0.0; nc.div_ceil(NR) * NR * kc];
+                pack_b(b, p0, kc, j0, nc, &mut block);
+                blocks.push(block);
+            }
+        }
+        PackedB { n, k, blocks }
+    }
+}
+
+/// [`gemm`] with either operand possibly packed beforehand.
+///
+/// # Safety
+/// As for [`gemm`]; a packed operand must have been packed with these `m`, `n`, `k`
+/// (checked: a mismatch panics).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_with(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Left,
+    b: Right,
+    c: *mut f32,
+    ldc: usize,
+    store: Store,
+    packs: &mut Packs,
+) {
+    if let Left::Packed(p) = a {
+        assert!((p.m, p.k) == (m, k), "packed left operand of another shape");
+    }
+    if let Right::Packed(p) = b {
+        assert!(
+            (p.n, p.k) == (n, k),
+            "packed right operand of another shape"
+        );
+    }
     if m == 0 || n == 0 {
         return;
     }
@@ -119,12 +234,13 @@ pub unsafe fn gemm(
         }
         return;
     }
-    let kc_max = k.div_ceil(k.div_ceil(KC));
+    let kc_max = block_depth(k);
+    let (k_blocks, m_blocks) = (k.div_ceil(kc_max), m.div_ceil(MC));
     packs.a.resize(MC.min(m).div_ceil(MR) * MR * kc_max, 0.0);
     packs.b.resize(NC.min(n).div_ceil(NR) * NR * kc_max, 0.0);
-    for j0 in (0..n).step_by(NC) {
+    for (jb, j0) in (0..n).step_by(NC).enumerate() {
         let nc = NC.min(n - j0);
-        for p0 in (0..k).step_by(kc_max) {
+        for (pb, p0) in (0..k).step_by(kc_max).enumerate() {
             let kc = kc_max.min(k - p0);
             let first = p0 == 0;
             let last = p0 + kc == k;
@@ -132,22 +248,34 @@ pub unsafe fn gemm(
             // the ReLU.
             let add = !first || store == Store::Accumulate;
             let relu = last && store == Store::Relu;
-            pack_b(b, p0, kc, j0, nc, &mut packs.b);
-            for i0 in (0..m).step_by(MC) {
+            let b_block = match b {
+                Right::View(b) => {
+                    pack_b(b, p0, kc, j0, nc, &mut packs.b);
+                    packs.b.as_ptr()
+                }
+                Right::Packed(p) => p.blocks[jb * k_blocks + pb].as_ptr(),
+            };
+            for (ib, i0) in (0..m).step_by(MC).enumerate() {
                 let mc = MC.min(m - i0);
-                let rows_of_a = MatRef {
-                    ptr: a.ptr.offset(i0 as isize * a.rs),
-                    ..a
+                let a_block = match a {
+                    Left::View(a) => {
+                        let rows_of_a = MatRef {
+                            ptr: a.ptr.offset(i0 as isize * a.rs),
+                            ..a
+                        };
+                        pack_a(rows_of_a, p0, kc, mc, &mut packs.a);
+                        packs.a.as_ptr()
+                    }
+                    Left::Packed(p) => p.blocks[pb * m_blocks + ib].as_ptr(),
                 };
-                pack_a(rows_of_a, p0, kc, mc, &mut packs.a);
                 // Each `MR`-row panel of the left block (`kc x MR`, 18 KB) stays in L1
                 // while the right block's panels stream past it from L2.
                 for ir in (0..mc).step_by(MR) {
                     let rows = MR.min(mc - ir);
-                    let ap = packs.a.as_ptr().add(ir * kc);
+                    let ap = a_block.add(ir * kc);
                     for jr in (0..nc).step_by(NR) {
                         let cols = NR.min(nc - jr);
-                        let bp = packs.b.as_ptr().add(jr * kc);
+                        let bp = b_block.add(jr * kc);
                         let cp = c.add((i0 + ir) * ldc + j0 + jr);
                         micro_kernel(kc, ap, bp, cp, ldc, rows, cols, add, relu);
                     }
@@ -497,6 +625,50 @@ mod tests {
                             );
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// Operands packed beforehand give the bits of the same product packed by it, for
+    /// sizes with several blocks of every loop (rows past `MC`, columns past `NC`,
+    /// contractions past `KC`) and for the edges.
+    #[test]
+    fn packed_operands_give_the_same_product() {
+        if !available() {
+            eprintln!("skipped: no AVX-512");
+            return;
+        }
+        let mut packs = Packs::default();
+        for &(m, n, k) in &[(200, 600, 700), (13, 33, 7), (1, 1, 1)] {
+            let a = values(m * k, 4);
+            let b = values(k * n, 5);
+            let va = MatRef::rows(a.as_ptr(), m).t();
+            let vb = MatRef::rows(b.as_ptr(), n);
+            let mut want = vec![0.0f32; m * n];
+            // SAFETY: the sizes match the buffers; AVX-512 was checked.
+            unsafe {
+                gemm(
+                    m,
+                    n,
+                    k,
+                    va,
+                    vb,
+                    want.as_mut_ptr(),
+                    n,
+                    Store::Overwrite,
+                    &mut packs,
+                );
+                let (pa, pb) = (PackedA::new(va, m, k), PackedB::new(vb, k, n));
+                for (left, right) in [
+                    (Left::Packed(&pa), Right::View(vb)),
+                    (Left::View(va), Right::Packed(&pb)),
+                    (Left::Packed(&pa), Right::Packed(&pb)),
+                ] {
+                    let mut got = vec![f32::NAN; m * n];
+                    let c = got.as_mut_ptr();
+                    gemm_with(m, n, k, left, right, c, n, Store::Overwrite, &mut packs);
+                    assert_eq!(got, want, "{m}x{n}x{k}");
                 }
             }
         }

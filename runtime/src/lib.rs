@@ -33,7 +33,7 @@ pub mod executable;
 pub mod expert_mlp;
 pub mod ffi;
 pub mod gemm;
-pub mod head_grad;
+pub mod head_logsumexp;
 pub mod helpers;
 pub mod logsumexp;
 pub mod masked_attention;

@@ -1,16 +1,16 @@
-//! `log sum_r exp(x[r, c])` for every column of a row-major f32 matrix, in one pass, for
-//! the forward half of the CPU plugin's custom call
-//! [`crate::custom_calls::HEAD_LOGSUMEXP`].
+//! `log sum_r exp(x[r, c])` for every column of a row-major f32 matrix, in one pass over
+//! its rows, for the forward half of the CPU plugin's custom call
+//! [`crate::custom_calls::HEAD_LOGSUMEXP`] ([`crate::head_logsumexp`] reduces each block
+//! of logits right after writing it, while it is in L2).
 //!
 //! Why: the tied LM head's loss takes the log-sum-exp of `[V, N]` logits over the
 //! vocabulary (36,000 rows of `small`). XLA CPU computes it as a maximum, then a sum of
-//! exponentials, each a pass over the 147 MB of a 1,024-token chunk: 29 ms per chunk,
-//! where reading it once takes about 6.
+//! exponentials, each a pass over the 147 MB of a 1,024-token chunk: 29 ms per chunk.
 //!
-//! Method: each thread takes a share of the rows and keeps, per column, a running
-//! maximum and a sum of exponentials relative to it. Rows come in blocks of [`BLOCK`]:
-//! the block's maximum is found first, so the running sum is rescaled once per block
-//! rather than once per row. The threads' partial results are merged at the end.
+//! Method: a [`Partial`] keeps, per column, a running maximum and a sum of exponentials
+//! relative to it. Rows come in blocks of [`BLOCK`]: the block's maximum is found first,
+//! so the running sum is rescaled once per block rather than once per row. Partials of
+//! different rows (one per thread) are merged at the end.
 
 #[cfg(target_arch = "x86_64")]
 use crate::simd;
@@ -33,36 +33,28 @@ pub fn available() -> bool {
 }
 
 /// One thread's running maximum and sum per column.
-struct Partial {
+pub(crate) struct Partial {
     max: Vec<f32>,
     sum: Vec<f32>,
 }
 
-/// `out[c] = log sum_r exp(x[r, c])` for `x [rows, cols]` (row-major). A column of
-/// `-inf` gives `-inf`; no rows give `-inf` everywhere.
+impl Partial {
+    /// No rows yet. The maximum starts at `f32::MIN`, not `-inf`, so that rescaling
+    /// never computes `-inf - -inf`.
+    pub(crate) fn new(cols: usize) -> Partial {
+        Partial {
+            max: vec![f32::MIN; cols],
+            sum: vec![0.0; cols],
+        }
+    }
+}
+
+/// `out[c]`, the log-sum-exp of every column over the rows of all `partials`.
 ///
 /// # Safety
-/// [`available`] must hold; `x` must hold `rows * cols` floats and `out` `cols`.
-pub unsafe fn columns(x: *const f32, rows: usize, cols: usize, out: *mut f32, threads: usize) {
-    let threads = threads.clamp(1, rows.div_ceil(BLOCK).max(1));
-    let share = rows.div_ceil(threads).div_ceil(BLOCK) * BLOCK;
-    let x_addr = x as usize;
-    let partials: Vec<Partial> = std::thread::scope(|s| {
-        let work = move |t: usize| {
-            let start = (t * share).min(rows);
-            let end = ((t + 1) * share).min(rows);
-            // SAFETY: rows `start..end` lie inside `x`.
-            unsafe { partial(x_addr as *const f32, start, end, cols) }
-        };
-        let others: Vec<_> = (1..threads).map(|t| s.spawn(move || work(t))).collect();
-        let mut all = vec![work(0)];
-        all.extend(
-            others
-                .into_iter()
-                .map(|h| h.join().expect("a log-sum-exp thread")),
-        );
-        all
-    });
+/// `out` must hold as many floats as the partials have columns.
+pub(crate) unsafe fn merge(partials: &[Partial], out: *mut f32) {
+    let cols = partials.first().map_or(0, |p| p.max.len());
     for c in 0..cols {
         let max = partials.iter().map(|p| p.max[c]).fold(f32::MIN, f32::max);
         let sum: f32 = partials
@@ -73,15 +65,19 @@ pub unsafe fn columns(x: *const f32, rows: usize, cols: usize, out: *mut f32, th
     }
 }
 
-/// The running maximum and sum of rows `start..end`. The maximum starts at `f32::MIN`,
-/// not `-inf`, so that rescaling never computes `-inf - -inf`.
+/// Adds rows `start..end` of `x [.., cols]` to `p`.
+///
+/// # Safety
+/// [`available`] must hold and `x` hold those rows.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn partial(x: *const f32, start: usize, end: usize, cols: usize) -> Partial {
-    let mut p = Partial {
-        max: vec![f32::MIN; cols],
-        sum: vec![0.0; cols],
-    };
+pub(crate) unsafe fn add_rows(
+    p: &mut Partial,
+    x: *const f32,
+    start: usize,
+    end: usize,
+    cols: usize,
+) {
     for r0 in (start..end).step_by(BLOCK) {
         let rows = BLOCK.min(end - r0);
         for c0 in (0..cols).step_by(16) {
@@ -102,12 +98,6 @@ unsafe fn partial(x: *const f32, start: usize, end: usize, cols: usize) -> Parti
             _mm512_mask_storeu_ps(p.sum.as_mut_ptr().add(c0), lanes, sum);
         }
     }
-    p
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn partial(_: *const f32, _: usize, _: usize, _: usize) -> Partial {
-    unreachable!("`available` is false off x86-64")
 }
 
 #[cfg(test)]
@@ -128,7 +118,7 @@ mod tests {
     }
 
     /// Uneven rows and columns, large and spread values, a column of `-inf`, a column
-    /// whose maximum comes late, and 1 to 3 threads, against f64.
+    /// whose maximum comes late, and the rows split into 1 to 3 partials, against f64.
     #[test]
     fn matches_f64() {
         if !available() {
@@ -148,10 +138,20 @@ mod tests {
             };
         }
         let want = reference(&x, rows, cols);
-        for threads in 1..=3 {
+        for parts in 1..=3 {
             let mut got = vec![0.0f32; cols];
-            // SAFETY: the sizes match the buffers.
-            unsafe { columns(x.as_ptr(), rows, cols, got.as_mut_ptr(), threads) };
+            let share = rows.div_ceil(parts);
+            let partials: Vec<Partial> = (0..parts)
+                .map(|t| {
+                    let mut p = Partial::new(cols);
+                    let (start, end) = ((t * share).min(rows), ((t + 1) * share).min(rows));
+                    // SAFETY: rows `start..end` lie inside `x`; AVX-512 was checked.
+                    unsafe { add_rows(&mut p, x.as_ptr(), start, end, cols) };
+                    p
+                })
+                .collect();
+            // SAFETY: `got` holds `cols` floats.
+            unsafe { merge(&partials, got.as_mut_ptr()) };
             for (c, (g, w)) in got.iter().zip(&want).enumerate() {
                 if w.is_infinite() {
                     assert_eq!(*g as f64, *w, "column {c}");
