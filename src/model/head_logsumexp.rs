@@ -3,7 +3,7 @@
 //! about two thirds of it in f32 on the 2-core CPU.
 //!
 //! Where the backend has kernels for them (the CPU plugin on AVX-512:
-//! `runtime::head_grad`), the gradient never writes the logits' cotangent
+//! `runtime::head_logsumexp`), the gradient never writes the logits' cotangent
 //! (`softmax * g`, `[V, N]`, 147 MB per 1,024-token chunk of `small`) and reads the logits
 //! once: it makes the cotangent a block of vocabulary rows at a time, in cache, for both
 //! products. XLA CPU writes it, then reads it back for each product. Everywhere else
