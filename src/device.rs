@@ -5,7 +5,7 @@
 use crate::model::expert_mlp::{EXPERT_MLP, EXPERT_MLP_GRAD};
 use crate::model::head_logsumexp::{HEAD_LOGSUMEXP, HEAD_LOGSUMEXP_GRAD};
 use crate::model::masked_attention::{MASKED_ATTENTION, MASKED_ATTENTION_GRAD};
-use crate::model::matmul::MATMUL_NT;
+use crate::model::matmul::{MATMUL_NT, MATVEC_NT};
 use crate::model::switch_ffn::CHOSEN_EXPERT_MLP;
 use anyhow::{anyhow, bail, Context, Result};
 use hlo::emit::{to_stablehlo, EmitOptions};
@@ -96,7 +96,8 @@ impl Device {
     /// ([`runtime::Client::masked_attention_calls`]), the experts over their filled slots
     /// ([`runtime::Client::expert_mlp_calls`]), the head loss's log-sum-exp and its gradient
     /// ([`runtime::Client::head_logsumexp_calls`]), the head's f32 logits
-    /// ([`runtime::Client::f32_matmul_call`]) and the chosen-expert MLP
+    /// ([`runtime::Client::f32_matmul_call`]), decode steps' products
+    /// ([`runtime::Client::f32_matvec_call`]) and the chosen-expert MLP
     /// ([`runtime::Client::chosen_expert_call`]); on one device only, as a custom
     /// call has no rule for splitting it over a mesh.
     pub fn emit_options(&self, f: &Function) -> EmitOptions {
@@ -122,6 +123,10 @@ impl Device {
             if let Some(target) = self.client.f32_matmul_call() {
                 let calls = &mut opts.composite_calls;
                 calls.insert(MATMUL_NT.to_string(), target.to_string());
+            }
+            if let Some(target) = self.client.f32_matvec_call() {
+                let calls = &mut opts.composite_calls;
+                calls.insert(MATVEC_NT.to_string(), target.to_string());
             }
             if let Some(target) = self.client.chosen_expert_call() {
                 let calls = &mut opts.composite_calls;

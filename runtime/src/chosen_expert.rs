@@ -5,12 +5,10 @@
 //! reading that expert's two matrices (2 MB for `small`) from the expert tables. XLA CPU
 //! fuses the gather that picks the expert into its product and computes it in a loop
 //! kernel at about 18 GB/s; a plain matrix-vector product on one core reads about
-//! 27 GB/s. The work is too short to start a thread for (tens of microseconds); the
-//! persistent helpers of [`crate::helpers`] join it when they are awake in time, and
-//! two cores read about 45 GB/s.
+//! 27 GB/s; here both products are [`crate::matvec`]'s, on two cores (about 45 GB/s).
 
 #[cfg(target_arch = "x86_64")]
-use std::sync::atomic::{AtomicUsize, Ordering};
+use crate::matvec::Matvec;
 
 /// Sizes of one call: `x [N, d]`, `expert [N]` s32, `kept [N]` f32 (0 zeroes a token's
 /// output), `wi [E, f, d]`, `wo [E, d, f]`, result `[N, d]`.
@@ -77,105 +75,6 @@ pub unsafe fn run(ops: Operands, d: Dims) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (ops, d);
-}
-
-/// `y = scale * W x` (then `max(., 0)` if `relu`) for `W [rows, cols]` row-major.
-#[cfg(target_arch = "x86_64")]
-#[derive(Clone, Copy)]
-struct Matvec {
-    w: *const f32,
-    rows: usize,
-    cols: usize,
-    x: *const f32,
-    y: *mut f32,
-    scale: f32,
-    relu: bool,
-}
-
-// SAFETY: the threads of one [`Matvec::shared`] call write disjoint rows of `y` and read
-// the rest; the caller keeps every buffer alive until it returns.
-#[cfg(target_arch = "x86_64")]
-unsafe impl Sync for Matvec {}
-
-#[cfg(target_arch = "x86_64")]
-impl Matvec {
-    /// The product in chunks of about 64 KB of `W`, taken by this thread and whichever
-    /// helper threads join ([`crate::helpers::share`]): one core reads about 27 GB/s,
-    /// two about 45.
-    unsafe fn shared(self) {
-        let per_chunk = (16_384 / self.cols.max(1)).max(4);
-        let chunks = self.rows.div_ceil(per_chunk);
-        let next = AtomicUsize::new(0);
-        crate::helpers::share(&|| loop {
-            let c = next.fetch_add(1, Ordering::Relaxed);
-            if c >= chunks {
-                break;
-            }
-            let r0 = c * per_chunk;
-            // SAFETY: rows `r0..` lie inside `W` and `y`; each chunk is taken once.
-            unsafe { self.rows(r0, per_chunk.min(self.rows - r0)) };
-        });
-    }
-
-    /// Rows `r0..r0 + rows` of the product.
-    unsafe fn rows(&self, r0: usize, rows: usize) {
-        avx512::matvec(
-            self.w.add(r0 * self.cols),
-            rows,
-            self.cols,
-            self.x,
-            self.y.add(r0),
-            self.scale,
-            self.relu,
-        )
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use std::arch::x86_64::*;
-
-    /// `y = scale * W x` for `W [rows, cols]` row-major, four rows at a time.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn matvec(
-        w: *const f32,
-        rows: usize,
-        cols: usize,
-        x: *const f32,
-        y: *mut f32,
-        scale: f32,
-        relu: bool,
-    ) {
-        const R: usize = 4;
-        let tail = (cols % 16) as u32;
-        let tail_lanes: __mmask16 = ((1u32 << tail) - 1) as __mmask16;
-        let mut r0 = 0;
-        while r0 < rows {
-            let n = (rows - r0).min(R);
-            let mut acc = [_mm512_setzero_ps(); R];
-            let mut c = 0;
-            while c + 16 <= cols {
-                let xv = _mm512_loadu_ps(x.add(c));
-                for (i, a) in acc.iter_mut().enumerate().take(n) {
-                    let wv = _mm512_loadu_ps(w.add((r0 + i) * cols + c));
-                    *a = _mm512_fmadd_ps(wv, xv, *a);
-                }
-                c += 16;
-            }
-            if tail > 0 {
-                let xv = _mm512_maskz_loadu_ps(tail_lanes, x.add(c));
-                for (i, a) in acc.iter_mut().enumerate().take(n) {
-                    let wv = _mm512_maskz_loadu_ps(tail_lanes, w.add((r0 + i) * cols + c));
-                    *a = _mm512_fmadd_ps(wv, xv, *a);
-                }
-            }
-            for (i, a) in acc.iter().enumerate().take(n) {
-                let v = scale * _mm512_reduce_add_ps(*a);
-                *y.add(r0 + i) = if relu { v.max(0.0) } else { v };
-            }
-            r0 += R;
-        }
-    }
 }
 
 #[cfg(test)]

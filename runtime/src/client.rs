@@ -360,6 +360,15 @@ impl Client {
         ])
     }
 
+    /// The custom-call target of our decode-step f32 product `x w^T` for one row
+    /// ([`crate::custom_calls::F32_MATVEC_NT`]), when this is the CPU plugin on a CPU
+    /// with AVX-512 and `GPTSAN_F32_MATVEC` is not `xla`.
+    pub fn f32_matvec_call(&self) -> Option<&'static str> {
+        (self.kernel_wanted("GPTSAN_F32_MATVEC")
+            && crate::custom_calls::f32_matvec_available(self.inner.api))
+        .then_some(crate::custom_calls::F32_MATVEC_NT)
+    }
+
     /// Whether our CPU kernels may be used: this is the CPU plugin and the environment
     /// variable `var` (one per kernel) is not `xla`.
     fn kernel_wanted(&self, var: &str) -> bool {

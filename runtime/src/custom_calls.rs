@@ -15,7 +15,8 @@
 //!   ([`crate::expert_mlp`]);
 //! - [`HEAD_LOGSUMEXP`] (and its gradient): the tied head's per-token log-sum-exp, whose
 //!   gradient never writes the logits' cotangent ([`crate::head_logsumexp`]);
-//! - [`F32_MATMUL_NT`]: the head's f32 logits ([`crate::gemm`]).
+//! - [`F32_MATMUL_NT`]: the head's f32 logits ([`crate::gemm`]);
+//! - [`F32_MATVEC_NT`]: a decode step's f32 products ([`crate::matvec`]).
 //!
 //! The handlers decode XLA's call frame (the C structs of `xla/ffi/api/c_api.h`,
 //! declared below) and run in the calling XLA thread, which starts one more thread per
@@ -204,6 +205,25 @@ pub fn head_logsumexp_available(api: &'static Api) -> bool {
         head_logsumexp::available,
         &handlers,
         "the head's loss stays with XLA's ops",
+    )
+}
+
+/// A decode step's f32 product with the right operand stored transposed: operands
+/// `x [1, K]` and `w [N, K]`, result `x w^T` `[1, N]` ([`crate::matvec`], on two cores
+/// where XLA CPU runs the small ones on one).
+pub const F32_MATVEC_NT: &str = "gptsan_f32_matvec_nt";
+
+/// Registers [`F32_MATVEC_NT`] once per process where it can run; whether programs may
+/// call it.
+pub fn f32_matvec_available(api: &'static Api) -> bool {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let handlers: [(&str, Handler); 1] = [(F32_MATVEC_NT, f32_matvec_nt_call)];
+    register_once(
+        &REGISTERED,
+        api,
+        gemm::available,
+        &handlers,
+        "decode steps' products stay with XLA's dots",
     )
 }
 
@@ -864,5 +884,39 @@ unsafe extern "C" fn head_logsumexp_grad_call(frame: *mut CallFrame) -> *mut c_v
         k,
     };
     head_logsumexp::run(op, cores());
+    std::ptr::null_mut()
+}
+
+unsafe extern "C" fn f32_matvec_nt_call(frame: *mut CallFrame) -> *mut c_void {
+    let frame = &*frame;
+    if answer_metadata(frame) || frame.stage != STAGE_EXECUTE {
+        return std::ptr::null_mut();
+    }
+    const EXPECTED: &str =
+        "gptsan_f32_matvec_nt: expected f32 x [1, K], w [N, K] and result [1, N]";
+    let (Some(args), Some(rets)) = (f32_buffers(&frame.args, 2), f32_buffers(&frame.rets, 1))
+    else {
+        return error(frame, EXPECTED);
+    };
+    let sizes = match (args[0].1, args[1].1, rets[0].1) {
+        ([1, k], [n, k2], [1, n2]) if k == k2 && n == n2 => Some((*n as usize, *k as usize)),
+        _ => None,
+    };
+    let Some((n, k)) = sizes else {
+        return error(frame, EXPECTED);
+    };
+    #[cfg(target_arch = "x86_64")]
+    crate::matvec::Matvec {
+        w: args[1].0,
+        rows: n,
+        cols: k,
+        x: args[0].0,
+        y: rets[0].0,
+        scale: 1.0,
+        relu: false,
+    }
+    .shared();
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (n, k);
     std::ptr::null_mut()
 }

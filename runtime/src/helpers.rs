@@ -5,16 +5,21 @@
 //! further core, started on first use). A job takes its own work in chunks (an atomic
 //! counter) until none is left, so the caller never waits for a helper that has not
 //! started: a helper that wakes late finds nothing left and returns, and the caller waits
-//! only for chunks already taken. After a job the helpers spin for [`SPIN`] (yielding to
-//! any runnable thread) and then sleep until the next one.
+//! only for chunks already taken. After a job the helpers poll for [`SPIN`], then sleep
+//! until the next one.
 
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-/// How long a helper keeps polling for the next job before it sleeps.
-const SPIN: Duration = Duration::from_millis(2);
+/// How long a helper keeps polling for the next job before it sleeps. A decode step
+/// calls a product every few tens of microseconds; polling longer takes the core from
+/// XLA's own threads (with 2 ms, decoding with XLA's products, `GPTSAN_F32_MATVEC=xla`,
+/// fell from 635-690 to 568-603 tokens/s in `hf` routing). Polling yields nothing to other threads: `sched_yield` hands the core to the
+/// idle-priority threads of [`crate::cores_awake`], and the helper then joins too late
+/// (decoding 30% slower); at nice 10 it lost 5-10%.
+const SPIN: Duration = Duration::from_micros(300);
 
 /// A job as the helpers see it: a pointer to the caller's `&dyn Fn()`.
 type JobRef<'a> = &'a (dyn Fn() + Sync);
@@ -122,7 +127,7 @@ fn next_generation(team: &Team, seen: usize) -> usize {
             return now;
         }
         if since.elapsed() < SPIN {
-            std::thread::yield_now();
+            std::hint::spin_loop();
             continue;
         }
         team.sleeping.fetch_add(1, SeqCst);

@@ -37,6 +37,8 @@ pub mod head_logsumexp;
 pub mod helpers;
 pub mod logsumexp;
 pub mod masked_attention;
+#[cfg(target_arch = "x86_64")]
+mod matvec;
 pub mod options;
 pub mod plugin;
 mod signature;

@@ -1,7 +1,8 @@
 //! Small layers shared by the model: Linear in PyTorch layout and LayerNorm.
 
+use super::matmul::matvec_nt;
 use hlo::ir::DotDims;
-use hlo::Tensor;
+use hlo::{DType, Tensor};
 
 /// `x @ W^T` for a PyTorch-layout weight `W [out, in]`: one dot_general contracting the
 /// `in` axes, so no transposed copy of W is ever materialised.
@@ -10,7 +11,7 @@ use hlo::Tensor;
 /// with several non-contracting dimensions by transposing W to `[in, out]`, and a decode
 /// step (a vector times W) then fuses that transpose into a loop kernel that computes
 /// the product one output at a time: greedy decoding of `small` was 10-20% slower so
-/// (README, Benchmarks).
+/// (README, Benchmarks). One row of f32 (a decode step) is the [`matvec_nt`] composite.
 pub fn linear(x: &Tensor, w: &Tensor) -> Tensor {
     if x.rank() > 2 {
         let (lead, d_in) = x.dims().split_at(x.rank() - 1);
@@ -19,6 +20,14 @@ pub fn linear(x: &Tensor, w: &Tensor) -> Tensor {
         let rows = lead.iter().product();
         return linear(&x.reshape(&[rows, d_in[0]]), w).reshape(&out);
     }
+    if x.dims()[0] == 1 && x.dtype() == DType::F32 && w.dtype() == DType::F32 {
+        return matvec_nt(x, w);
+    }
+    dot_nt(x, w)
+}
+
+/// `x [N, in] . W [out, in]^T` as one dot.
+pub(crate) fn dot_nt(x: &Tensor, w: &Tensor) -> Tensor {
     let last = x.rank() as i64 - 1;
     x.dot_general(
         w,
