@@ -302,6 +302,22 @@ fn the_kernels_give_the_ops_results() {
     }
 }
 
+/// `f`'s outputs for `args` with our kernels (the device's composite calls), then with
+/// every composite as XLA's ops.
+fn with_kernels_and_with_ops(
+    dev: &gptsan::device::Device,
+    f: &hlo::Function,
+    args: &[Literal],
+) -> (Vec<Literal>, Vec<Literal>) {
+    let kernel = dev.compile(f).unwrap().run_literals(args).unwrap();
+    let ops = dev
+        .compile_with(f, &hlo::EmitOptions::default())
+        .unwrap()
+        .run_literals(args)
+        .unwrap();
+    (kernel, ops)
+}
+
 fn kernels_match_ops(cfg: &gptsan::model::ModelConfig, params: &[hlo::Literal]) {
     let dev = gptsan::device::Device::shared().expect("PJRT CPU plugin");
     // 256 positions: the head's logits go through the f32 product composite too.
@@ -351,12 +367,7 @@ fn kernels_match_ops(cfg: &gptsan::model::ModelConfig, params: &[hlo::Literal]) 
     ] {
         assert_eq!(text.matches(target).count(), count, "{target}");
     }
-    let kernel = dev.compile(&f).unwrap().run_literals(&args).unwrap();
-    let ops = dev
-        .compile_with(&f, &hlo::EmitOptions::default())
-        .unwrap()
-        .run_literals(&args)
-        .unwrap();
+    let (kernel, ops) = with_kernels_and_with_ops(&dev, &f, &args);
     let mut grads = 0;
     for (o, (a, b)) in f.outputs.iter().zip(kernel.iter().zip(&ops)) {
         let name = o.name.clone().unwrap_or_default();
@@ -435,12 +446,7 @@ fn the_head_loss_kernels_give_the_ops_results() {
         Literal::from_slice(&[1, v], &values(v, 3, 0.5)).unwrap(),
         Literal::from_slice(&[rows, len], &label_ids).unwrap(),
     ];
-    let kernel = dev.compile(&f).unwrap().run_literals(&args).unwrap();
-    let ops = dev
-        .compile_with(&f, &hlo::EmitOptions::default())
-        .unwrap()
-        .run_literals(&args)
-        .unwrap();
+    let (kernel, ops) = with_kernels_and_with_ops(&dev, &f, &args);
     for (name, (a, b)) in ["ce", "z", "dh", "dwte", "dbias"]
         .iter()
         .zip(kernel.iter().zip(&ops))

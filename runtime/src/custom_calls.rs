@@ -883,7 +883,7 @@ unsafe extern "C" fn head_logsumexp_grad_call(frame: *mut CallFrame) -> *mut c_v
         n,
         k,
     };
-    head_logsumexp::run(op, cores());
+    head_logsumexp::gradient(op, cores());
     std::ptr::null_mut()
 }
 

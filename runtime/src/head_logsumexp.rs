@@ -73,23 +73,11 @@ unsafe impl Sync for HeadForward {}
 #[cfg(target_arch = "x86_64")]
 pub unsafe fn forward(op: HeadForward, threads: usize) {
     let (n, k) = (op.n, op.k);
-    let blocks = op.v.div_ceil(BLOCK);
-    let threads = threads.clamp(1, blocks.max(1));
-    let share = blocks.div_ceil(threads) * BLOCK;
     // `h^T`, the right operand of every block's logits, packed once for all of them.
     let h_t = PackedB::new(MatRef::rows(op.h, k).t(), k, n);
-    let h_t = &h_t;
-    let partials: Vec<Partial> = std::thread::scope(|s| {
-        let work = move |t: usize| {
-            let start = (t * share).min(op.v);
-            let end = ((t + 1) * share).min(op.v);
-            // SAFETY: rows `start..end` lie inside the operands; threads get disjoint ones.
-            unsafe { forward_rows(op, h_t, start, end) }
-        };
-        let others: Vec<_> = (1..threads).map(|t| s.spawn(move || work(t))).collect();
-        let mut all = vec![work(0)];
-        all.extend(others.into_iter().map(|h| h.join().expect("a head thread")));
-        all
+    let partials = by_vocabulary_shares(op.v, threads, |start, end| {
+        // SAFETY: rows `start..end` lie inside the operands; threads get disjoint ones.
+        unsafe { forward_rows(op, &h_t, start, end) }
     });
     logsumexp::merge(&partials, op.lse);
 }
@@ -98,6 +86,29 @@ pub unsafe fn forward(op: HeadForward, threads: usize) {
 #[cfg(not(target_arch = "x86_64"))]
 pub unsafe fn forward(_: HeadForward, _: usize) {
     unreachable!("`available` is false off x86-64")
+}
+
+/// `work(start, end)` for each thread's share of `v` vocabulary rows (whole blocks), on up
+/// to `threads` threads (this one among them); the results in the shares' order.
+#[cfg(target_arch = "x86_64")]
+fn by_vocabulary_shares<T: Send>(
+    v: usize,
+    threads: usize,
+    work: impl Fn(usize, usize) -> T + Sync,
+) -> Vec<T> {
+    let blocks = v.div_ceil(BLOCK);
+    let threads = threads.clamp(1, blocks.max(1));
+    let share = blocks.div_ceil(threads) * BLOCK;
+    let bounds = |t: usize| ((t * share).min(v), ((t + 1) * share).min(v));
+    let work = &work;
+    std::thread::scope(|s| {
+        let others: Vec<_> = (1..threads)
+            .map(|t| s.spawn(move || work(bounds(t).0, bounds(t).1)))
+            .collect();
+        let mut all = vec![work(bounds(0).0, bounds(0).1)];
+        all.extend(others.into_iter().map(|h| h.join().expect("a head thread")));
+        all
+    })
 }
 
 /// Rows `start..end` of the logits, and their running maximum and sum per token.
@@ -162,29 +173,13 @@ unsafe impl Sync for HeadGrad {}
 /// [`available`] must hold and every pointer be valid for its shape; the results must
 /// not overlap the operands.
 #[cfg(target_arch = "x86_64")]
-pub unsafe fn run(op: HeadGrad, threads: usize) {
+pub unsafe fn gradient(op: HeadGrad, threads: usize) {
     let (n, k) = (op.n, op.k);
-    let blocks = op.v.div_ceil(BLOCK);
-    let threads = threads.clamp(1, blocks.max(1));
-    let share = blocks.div_ceil(threads) * BLOCK;
     // `h^T`, the left operand of every block's `dw^T`, packed once for all of them.
     let h_t = PackedA::new(MatRef::rows(op.h, k).t(), k, n);
-    let h_t = &h_t;
-    let partials: Vec<Vec<f32>> = std::thread::scope(|s| {
-        let work = move |t: usize| {
-            let start = (t * share).min(op.v);
-            let end = ((t + 1) * share).min(op.v);
-            // SAFETY: rows `start..end` lie inside the operands; threads get disjoint ones.
-            unsafe { rows(op, h_t, start, end) }
-        };
-        let others: Vec<_> = (1..threads).map(|t| s.spawn(move || work(t))).collect();
-        let mut all = vec![work(0)];
-        all.extend(
-            others
-                .into_iter()
-                .map(|h| h.join().expect("a head-gradient thread")),
-        );
-        all
+    let partials = by_vocabulary_shares(op.v, threads, |start, end| {
+        // SAFETY: rows `start..end` lie inside the operands; threads get disjoint ones.
+        unsafe { gradient_rows(op, &h_t, start, end) }
     });
     // dh [N, K] = the sum of the partial dh^T [K, N].
     for i in 0..n {
@@ -196,14 +191,14 @@ pub unsafe fn run(op: HeadGrad, threads: usize) {
 
 /// Off x86-64 [`available`] is false and nothing calls the kernel.
 #[cfg(not(target_arch = "x86_64"))]
-pub unsafe fn run(_: HeadGrad, _: usize) {
+pub unsafe fn gradient(_: HeadGrad, _: usize) {
     unreachable!("`available` is false off x86-64")
 }
 
 /// Rows `start..end` of `dw`, and their share of `dh^T` (returned, `[K, N]`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn rows(op: HeadGrad, h_t: &PackedA, start: usize, end: usize) -> Vec<f32> {
+unsafe fn gradient_rows(op: HeadGrad, h_t: &PackedA, start: usize, end: usize) -> Vec<f32> {
     let (n, k) = (op.n, op.k);
     let mut dh_t = vec![0.0f32; k * n];
     let mut dw_t = vec![0.0f32; k * BLOCK];
@@ -319,7 +314,7 @@ mod tests {
                 k,
             };
             // SAFETY: the buffers have the sizes given; AVX-512 was checked.
-            unsafe { run(op, threads) };
+            unsafe { gradient(op, threads) };
             for (got, want) in [(&dw, &want_dw), (&dh, &want_dh)] {
                 let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
                 for (a, b) in got.iter().zip(want.iter()) {
