@@ -367,7 +367,7 @@ fn kernels_match_ops(cfg: &gptsan::model::ModelConfig, params: &[hlo::Literal]) 
     ] {
         assert_eq!(text.matches(target).count(), count, "{target}");
     }
-    let (kernel, ops) = with_kernels_and_with_ops(&dev, &f, &args);
+    let (kernel, ops) = with_kernels_and_with_ops(dev, &f, &args);
     let mut grads = 0;
     for (o, (a, b)) in f.outputs.iter().zip(kernel.iter().zip(&ops)) {
         let name = o.name.clone().unwrap_or_default();
@@ -446,7 +446,7 @@ fn the_head_loss_kernels_give_the_ops_results() {
         Literal::from_slice(&[1, v], &values(v, 3, 0.5)).unwrap(),
         Literal::from_slice(&[rows, len], &label_ids).unwrap(),
     ];
-    let (kernel, ops) = with_kernels_and_with_ops(&dev, &f, &args);
+    let (kernel, ops) = with_kernels_and_with_ops(dev, &f, &args);
     for (name, (a, b)) in ["ce", "z", "dh", "dwte", "dbias"]
         .iter()
         .zip(kernel.iter().zip(&ops))
