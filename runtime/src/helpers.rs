@@ -88,6 +88,9 @@ pub fn share(job: &(dyn Fn() + Sync)) {
     let job_ref: JobRef = job;
     team.job.store(&job_ref as *const JobRef as *mut (), SeqCst);
     team.open.store(true, SeqCst);
+    // From here on the job is closed and its helpers waited for however this returns
+    // (a panicking job included), before `job_ref` goes away.
+    let _closed_on_return = Close(team);
     team.generation.fetch_add(1, SeqCst);
     if team.sleeping.load(SeqCst) > 0 {
         for t in threads {
@@ -95,9 +98,17 @@ pub fn share(job: &(dyn Fn() + Sync)) {
         }
     }
     job();
-    team.open.store(false, SeqCst);
-    while team.active.load(SeqCst) > 0 {
-        std::hint::spin_loop();
+}
+
+/// Closes the open job and waits until no helper is inside it.
+struct Close(&'static Team);
+
+impl Drop for Close {
+    fn drop(&mut self) {
+        self.0.open.store(false, SeqCst);
+        while self.0.active.load(SeqCst) > 0 {
+            std::hint::spin_loop();
+        }
     }
 }
 
@@ -112,7 +123,9 @@ fn help(team: &'static Team) {
             // `open` before returning and then waits for `active` to drop to zero, and
             // this helper was counted in `active` before it saw `open`.
             let job = unsafe { *(team.job.load(SeqCst) as *const JobRef) };
-            job();
+            // A panicking job must still leave `active`, or its caller would wait
+            // forever; the panic is reported by the hook and the helper lives on.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
         }
         team.active.fetch_sub(1, SeqCst);
     }
@@ -163,5 +176,22 @@ mod tests {
                 std::thread::sleep(SPIN * 2);
             }
         }
+    }
+
+    /// A job that panics on every thread: the caller's `share` panics (after the helpers
+    /// have left the job), and later jobs still run on the helpers.
+    #[test]
+    fn a_panicking_job_leaves_the_helpers_usable() {
+        // The panic messages this prints are expected.
+        let failed = std::panic::catch_unwind(|| share(&|| panic!("a failing chunk")));
+        assert!(failed.is_err());
+        let next = AtomicUsize::new(0);
+        let done = AtomicUsize::new(0);
+        share(&|| {
+            while next.fetch_add(1, SeqCst) < 64 {
+                done.fetch_add(1, SeqCst);
+            }
+        });
+        assert_eq!(done.load(SeqCst), 64);
     }
 }
