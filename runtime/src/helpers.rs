@@ -2,7 +2,7 @@
 //! decode step's matrix-vector products), where a second core still adds bandwidth.
 //!
 //! [`share`] runs a job on the calling thread and offers it to the helpers (one per
-//! further core, started on first use). A job takes its own work in chunks (an atomic
+//! further core, at most [`MAX_HELPERS`], started on first use). A job takes its own work in chunks (an atomic
 //! counter) until none is left, so the caller never waits for a helper that has not
 //! started: a helper that wakes late finds nothing left and returns, and the caller waits
 //! only for chunks already taken. After a job the helpers poll for [`SPIN`], then sleep
@@ -42,11 +42,16 @@ struct Team {
     threads: OnceLock<Vec<Thread>>,
 }
 
+/// At most this many helpers: the products they share are bound by memory bandwidth,
+/// which a few cores saturate, and every helper polls a core after each product.
+const MAX_HELPERS: usize = 3;
+
 /// The helpers, started on first use (none on a single core).
 fn team() -> &'static Team {
     static TEAM: OnceLock<&'static Team> = OnceLock::new();
     TEAM.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = cores.min(MAX_HELPERS + 1);
         let team: &'static Team = Box::leak(Box::new(Team {
             job: AtomicPtr::new(std::ptr::null_mut()),
             open: AtomicBool::new(false),
