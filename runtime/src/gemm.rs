@@ -48,6 +48,17 @@ impl MatRef {
         }
     }
 
+    /// The view from row `i` and column `j` on.
+    ///
+    /// # Safety
+    /// That element must lie inside the viewed memory.
+    pub unsafe fn from(self, i: usize, j: usize) -> MatRef {
+        MatRef {
+            ptr: self.ptr.offset(i as isize * self.rs + j as isize * self.cs),
+            ..self
+        }
+    }
+
     /// The transpose of this view.
     pub fn t(self) -> MatRef {
         MatRef {
@@ -161,11 +172,7 @@ impl PackedA {
             for i0 in (0..m).step_by(MC) {
                 let mc = MC.min(m - i0);
                 let mut block = vec![0.0; mc.div_ceil(MR) * MR * kc];
-                let rows_of_a = MatRef {
-                    ptr: a.ptr.offset(i0 as isize * a.rs),
-                    ..a
-                };
-                pack_a(rows_of_a, p0, kc, mc, &mut block);
+                pack_a(a.from(i0, 0), p0, kc, mc, &mut block);
                 blocks.push(block);
             }
         }
@@ -259,11 +266,7 @@ pub unsafe fn gemm_with(
                 let mc = MC.min(m - i0);
                 let a_block = match a {
                     Left::View(a) => {
-                        let rows_of_a = MatRef {
-                            ptr: a.ptr.offset(i0 as isize * a.rs),
-                            ..a
-                        };
-                        pack_a(rows_of_a, p0, kc, mc, &mut packs.a);
+                        pack_a(a.from(i0, 0), p0, kc, mc, &mut packs.a);
                         packs.a.as_ptr()
                     }
                     Left::Packed(p) => p.blocks[pb * m_blocks + ib].as_ptr(),
@@ -313,10 +316,7 @@ pub unsafe fn gemm_threads(
         let b: MatRef = b; // the whole view (Send), not its pointer field
         let j0 = (t * share).min(n);
         let cols = share.min(n - j0);
-        let b_part = MatRef {
-            ptr: b.ptr.offset(j0 as isize * b.cs),
-            ..b
-        };
+        let b_part = b.from(0, j0);
         let c_part = (c_addr as *mut f32).add(j0);
         // SAFETY: the threads write disjoint column ranges of `c`; the rest is the
         // caller's promise.
